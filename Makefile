@@ -1,0 +1,52 @@
+# sipflow: two entry points for a fresh machine, `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEB_PKGS := tshark sip-tester kamailio tcpdump
+DEMO_PCAP := samples/pcaps/sipp_uac_uas_udp_mixed.pcap
+
+.PHONY: demo test lint typecheck pytest deb venv bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: venv
+	$(VENV)/bin/sipflow analyze $(DEMO_PCAP)
+	$(VENV)/bin/sipflow analyze $(DEMO_PCAP) --format json --output out/demo.json
+	@echo "JSON written to out/demo.json"
+
+# Debian packages the tests drive as real peers and oracles (installed when missing).
+deb:
+	@missing=""; \
+	command -v tshark >/dev/null || missing="$$missing tshark"; \
+	command -v sipp >/dev/null || missing="$$missing sip-tester"; \
+	command -v kamailio >/dev/null || missing="$$missing kamailio"; \
+	command -v tcpdump >/dev/null || missing="$$missing tcpdump"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+lint: venv
+	$(VENV)/bin/ruff check sipflow tests benchmarks
+	$(VENV)/bin/ruff format --check sipflow tests benchmarks
+
+typecheck: venv
+	$(VENV)/bin/mypy sipflow
+
+pytest: venv deb
+	$(VENV)/bin/pytest -q -ra
+
+test: deb venv lint typecheck pytest
+
+bench: venv deb
+	$(PY) benchmarks/bench_analyze.py
+
+clean:
+	rm -rf $(VENV) out benchmarks/out .mypy_cache .ruff_cache .pytest_cache
