@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
+from typing import NamedTuple
 
 # RFC 3261 §7.3.3 compact forms, plus RFC 3515 (r), RFC 3892 (b), RFC 3841 (j,d),
 # RFC 3265/6665 (o, u), RFC 3903? (none), RFC 4474 (y, n), RFC 4028 (x), RFC 3325 none.
@@ -36,6 +38,12 @@ COMPACT: dict[str, str] = {
     "y": "identity",
     "n": "identity-info",
 }
+
+# Headers that may appear once only: a second one makes the message ambiguous
+# (RFC 3261 §7.3.1 allows repeats only for comma-list headers; RFC 4475 §3.3.8, §3.3.9).
+SINGLE = frozenset(
+    {"call-id", "cseq", "from", "to", "max-forwards", "content-length", "content-type"}
+)
 
 # Headers whose values are never comma lists (RFC 3261 §7.3.1: the exceptions
 # WWW-Authenticate, Authorization, Proxy-Authenticate, Proxy-Authorization, and
@@ -66,28 +74,49 @@ NOT_LISTS = frozenset(
 )
 
 
+_CANONICAL: dict[str, str] = {}
+
+
 def canonical(name: str) -> str:
-    """Lower-case long form of a header name (compact forms expanded)."""
-    low = name.strip().lower()
-    return COMPACT.get(low, low)
+    """Lower-case long form of a header name (compact forms expanded, RFC 3261 §7.3.3)."""
+    try:
+        return _CANONICAL[name]
+    except KeyError:
+        low = name.strip().lower()
+        key = COMPACT.get(low, low)
+        if len(_CANONICAL) < 4096:  # bounded: names come from the wire
+            _CANONICAL[name] = key
+        return key
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
+class Header(NamedTuple):
     """One header as on the wire: ``name`` keeps its case, ``value`` is unfolded, ``raw`` is
-    the line(s) exactly as received (empty for headers built in code)."""
+    the line(s) exactly as received (empty for headers built in code).
+
+    A named tuple rather than a dataclass: a message has a dozen of these and building
+    them is most of the parse time. ``canon`` caches the canonical name (the parser fills
+    it); read ``key``, which works whether or not it was given.
+    """
 
     name: str
     value: str
     raw: str = ""
+    canon: str = ""
 
     @property
     def key(self) -> str:
-        return canonical(self.name)
+        return self.canon or canonical(self.name)
 
 
 def split_commas(value: str) -> list[str]:
-    """Split a header value on commas outside quoted strings and <...> (RFC 3261 §7.3.1)."""
+    """Split a header value on commas outside quoted strings and <...> (RFC 3261 §7.3.1).
+
+    Empty elements (``a,,b``) are left out: RFC 7230-style empty list elements carry no
+    value; the message layer reports the malformed header itself where it matters.
+    """
+    if "," not in value:
+        value = value.strip()
+        return [value] if value else []
     parts: list[str] = []
     depth = 0
     quoted = False
@@ -114,7 +143,7 @@ def split_commas(value: str) -> list[str]:
     return [p for p in parts if p]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Headers:
     """An ordered, immutable collection of headers with case-insensitive look-up."""
 
@@ -126,26 +155,32 @@ class Headers:
     def __len__(self) -> int:
         return len(self.items)
 
+    @cached_property
+    def _index(self) -> dict[str, list[Header]]:
+        index: dict[str, list[Header]] = {}
+        for h in self.items:
+            index.setdefault(h.canon or canonical(h.name), []).append(h)
+        return index
+
     def get(self, name: str) -> str | None:
         """Value of the first header called ``name`` (any case, compact or long)."""
-        key = canonical(name)
-        for h in self.items:
-            if h.key == key:
-                return h.value
-        return None
+        found = self._index.get(canonical(name))
+        return found[0].value if found else None
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, comma lists split, in wire order."""
         key = canonical(name)
+        found = self._index.get(key, ())
+        if key in NOT_LISTS:
+            return [h.value for h in found]
         out: list[str] = []
-        for h in self.items:
-            if h.key == key:
-                if key in NOT_LISTS:
-                    out.append(h.value)
-                else:
-                    out.extend(split_commas(h.value))
+        for h in found:
+            out.extend(split_commas(h.value))
         return out
 
     def count(self, name: str) -> int:
-        key = canonical(name)
-        return sum(1 for h in self.items if h.key == key)
+        return len(self._index.get(canonical(name), ()))
+
+    def keys(self) -> list[str]:
+        """Canonical names present, in order of first appearance."""
+        return list(self._index)

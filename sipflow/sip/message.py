@@ -1,28 +1,66 @@
 """SIP requests and responses: parse, serialise, raw bytes kept.
 
 How this works: :func:`parse_message` splits the start line, the header block and the
-body (RFC 3261 §7), keeping every header in wire order and case. A start line that is
-not SIP raises :class:`~sipflow.errors.ParseError`; problems that still leave a usable
-message (a Content-Length that disagrees with the body, a missing mandatory header, an
-unparseable Via) are recorded in ``problems`` so the caller can turn them into Findings.
-``serialise`` rebuilds the bytes from the parsed fields: ``serialise(parse(x)) == x``.
+body (RFC 3261 §7), keeping every header in wire order and case (folded lines joined for
+``value``, kept as received in ``raw``). A start line that is not SIP raises
+:class:`~sipflow.errors.ParseError`. Everything else that still leaves a usable message
+(a Content-Length that disagrees with the body, a missing mandatory header, an
+unparseable Via, a CSeq whose method is not the request's) is recorded twice, in step:
+``problems`` holds precise sentences naming the rule and RFC section, ``problem_codes``
+the matching :class:`ProblemCode` (the Finding code). ``serialise`` rebuilds the bytes
+from the parsed fields: ``serialise(parse_message(x)) == x`` for every input that parses.
 
-Time and origin are not the parser's business: the caller passes an :class:`Origin`
-(where the bytes came from) and it is kept on the message.
+The headers the analyser always needs (From, To, CSeq, Via, Contact) are parsed once,
+while validating, and their results cached on the message; other headers stay text.
+Time and origin are not the parser's business: the caller passes an :class:`Origin`.
 """
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
+from typing import Any
 
 from sipflow.errors import ParseError
 from sipflow.ingest.types import Endpoint, Transport
-from sipflow.sip.headers import Header, Headers
-from sipflow.sip.uri import NameAddr, Via, parse_name_addr, parse_via
+from sipflow.sip import grammar as g
+from sipflow.sip.headers import Header, Headers, canonical, split_commas
+from sipflow.sip.uri import NameAddr, Via, parse_name_addr, parse_uri, parse_via
 
-# RFC 3261 §7.3.1 / §7.5: mandatory in every request (§8.1.1) and echoed in responses.
+# RFC 3261 §8.1.1: the minimum header set of a request; responses echo all but
+# Max-Forwards (§8.2.6.2).
 MANDATORY = ("call-id", "cseq", "from", "to", "via")
+# Headers allowed once (RFC 3261 §7.3.1), in the order problems are reported.
+_SINGLE = ("call-id", "cseq", "from", "to", "max-forwards", "content-length", "content-type")
+_PRETTY = {"call-id": "Call-ID", "cseq": "CSeq", "max-forwards": "Max-Forwards"}
+_UINT32_MAX = 2**32 - 1
+_STREAM = (Transport.TCP, Transport.TLS, Transport.WS, Transport.WSS, Transport.SCTP)
+
+
+class ProblemCode(enum.Enum):
+    """Kinds of problem a parsed message can carry; values are Finding codes."""
+
+    START_LINE = "sip.bad_start_line"
+    VERSION = "sip.unsupported_version"
+    HEADER_LINE = "sip.bad_header_line"
+    UNTERMINATED = "sip.unterminated_headers"
+    MISSING_HEADER = "sip.missing_header"
+    DUPLICATE_HEADER = "sip.duplicate_header"
+    BAD_CSEQ = "sip.bad_cseq"
+    CSEQ_METHOD = "sip.cseq_method_mismatch"
+    BAD_MAX_FORWARDS = "sip.bad_max_forwards"
+    BAD_CALL_ID = "sip.bad_call_id"
+    BAD_VIA = "sip.bad_via"
+    BAD_ADDRESS = "sip.bad_address"
+    BAD_URI = "sip.bad_request_uri"
+    BAD_CONTENT_LENGTH = "sip.bad_content_length"
+    CONTENT_LENGTH_MISMATCH = "sip.content_length_mismatch"
+    TRAILING_OCTETS = "sip.trailing_octets"
+    MISSING_CONTENT_LENGTH = "sip.missing_content_length"
+    SCALAR_RANGE = "sip.scalar_out_of_range"
+    BAD_DATE = "sip.bad_date"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +77,7 @@ class Origin:
 
 @dataclass(frozen=True, slots=True)
 class CSeq:
-    """CSeq header value: sequence number and method (RFC 3261 §20.16)."""
+    """CSeq header value: sequence number and method, case kept (RFC 3261 §20.16)."""
 
     seq: int
     method: str
@@ -54,6 +92,9 @@ class _Message:
     eol: str = "\r\n"
     problems: tuple[str, ...] = ()
     origin: Origin | None = field(default=None, compare=False)
+    problem_codes: tuple[ProblemCode, ...] = field(default=(), compare=False)
+    start: str = field(default="", compare=False)
+    """The start line exactly as received ("" for messages built in code)."""
 
     @property
     def call_id(self) -> str | None:
@@ -62,20 +103,17 @@ class _Message:
     @cached_property
     def cseq(self) -> CSeq | None:
         value = self.headers.get("cseq")
-        if value is None:
-            return None
-        num, _, method = value.strip().partition(" ")
-        if not num.isdigit() or not method.strip():
-            return None
-        return CSeq(int(num), method.strip().upper())
+        return _parse_cseq(value)[0] if value is not None else None
 
     @cached_property
     def from_(self) -> NameAddr | None:
-        return _name_addr(self.headers.get("from"))
+        value = self.headers.get("from")
+        return _name_addr(value)[0] if value is not None else None
 
     @cached_property
     def to(self) -> NameAddr | None:
-        return _name_addr(self.headers.get("to"))
+        value = self.headers.get("to")
+        return _name_addr(value)[0] if value is not None else None
 
     @property
     def from_tag(self) -> str | None:
@@ -87,17 +125,18 @@ class _Message:
 
     @cached_property
     def vias(self) -> tuple[Via, ...]:
-        out: list[Via] = []
-        for value in self.headers.get_all("via"):
-            try:
-                out.append(parse_via(value))
-            except ParseError:
-                continue
-        return tuple(out)
+        """Every parseable via-parm, top first (unparseable ones are in ``problems``)."""
+        return tuple(v for h in self.headers if h.key == "via" for v in _vias(h.value)[0])
 
     @property
     def top_via(self) -> Via | None:
         return self.vias[0] if self.vias else None
+
+    @cached_property
+    def contacts(self) -> tuple[NameAddr, ...]:
+        """Every parseable Contact value (``*`` excluded)."""
+        found = [h for h in self.headers if h.key == "contact"]
+        return tuple(c for h in found for c in _contacts(h.value)[0])
 
     @property
     def ts(self) -> int:
@@ -137,117 +176,485 @@ class SipResponse(_Message):
 SipMessage = SipRequest | SipResponse
 
 
-def _name_addr(value: str | None) -> NameAddr | None:
-    if value is None:
-        return None
-    try:
-        return parse_name_addr(value)
-    except ParseError:
-        return None
+class _Problems:
+    """Collects (code, sentence) pairs in order."""
+
+    __slots__ = ("codes", "texts")
+
+    def __init__(self) -> None:
+        self.codes: list[ProblemCode] = []
+        self.texts: list[str] = []
+
+    def add(self, code: ProblemCode, text: str) -> None:
+        self.codes.append(code)
+        self.texts.append(text)
 
 
-def _split_head(data: bytes) -> tuple[bytes, bytes, str]:
-    """Header block and body, and the line ending the sender used."""
-    end = data.find(b"\r\n\r\n")
-    if end >= 0:
-        return data[:end], data[end + 4 :], "\r\n"
-    end = data.find(b"\n\n")
-    if end >= 0:
-        return data[:end], data[end + 2 :], "\n"
-    # No empty line: a message with no body whose final CRLF was not captured.
+# --- framing and start line -------------------------------------------------------------
+
+
+def _split_head(data: bytes) -> tuple[bytes, bytes, str, bool]:
+    """Header block, body, the line ending the sender used, and whether an empty line
+    ended the header block (RFC 3261 §7: CRLF CRLF; bare LF accepted from logs)."""
+    crlf = data.find(b"\r\n\r\n")
+    lf = data.find(b"\n\n")
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return data[:crlf], data[crlf + 4 :], "\r\n", True
+    if lf >= 0:
+        return data[:lf], data[lf + 2 :], "\n", True
     eol = "\r\n" if b"\r\n" in data else "\n"
-    return data.rstrip(b"\r\n"), b"", eol
+    end = len(data)
+    while end and data[end - 1] in b"\r\n":
+        end -= 1
+    return data[:end], b"", eol, False
 
 
-def _parse_start(line: str) -> tuple[str, str, str, bool]:
-    """Returns (a, b, c, is_request) for ``Method SP URI SP Version`` or ``Version SP Code SP Reason``."""
+def _parse_start(line: str, problems: _Problems) -> tuple[str, str, str, bool]:
+    """(a, b, c, is_request) for ``Method SP URI SP Version`` or ``Version SP Code SP Reason``."""
+    m = g.request_line.fullmatch(line)
+    if m is not None:
+        return _check_version(m.group(1), m.group(2), m.group(3), True, problems)
+    m = g.status_line.fullmatch(line)
+    if m is not None:
+        code = m.group(2)
+        if not "100" <= code <= "699":
+            raise ParseError(
+                "Status-Line",
+                f"status code {code} outside 100-699 (RFC 3261 §7.2, §21)",
+                len(m.group(1)) + 1,
+            )
+        return _check_version(m.group(1), code, m.group(3), False, problems)
     if line.startswith("SIP/"):
-        version, _, rest = line.partition(" ")
-        code, _, reason = rest.partition(" ")
-        if version != "SIP/2.0":
-            raise ParseError("Status-Line", f"unsupported version {version!r}", 0)
-        if len(code) != 3 or not code.isdigit() or code[0] == "0":
-            raise ParseError("Status-Line", f"bad status code {code!r}", len(version) + 1)
-        return version, code, reason, False
-    parts = line.split(" ")
-    if len(parts) != 3:
-        raise ParseError("Request-Line", f"expected 'Method SP Request-URI SP SIP-Version' in {line[:80]!r}", 0)
-    method, uri, version = parts
-    if not method or not all(c.isalnum() or c in "-.!%*_+`'~" for c in method):
-        raise ParseError("Request-Line", f"bad method token {method[:40]!r}", 0)
-    if not version.startswith("SIP/"):
-        raise ParseError("Request-Line", f"not a SIP version {version[:20]!r}", len(method) + len(uri) + 2)
+        raise ParseError(
+            "Status-Line",
+            f"expected 'SIP-Version SP 3DIGIT SP Reason-Phrase' in {line[:80]!r} (RFC 3261 §7.2)",
+            0,
+        )
+    return _lenient_request_line(line, problems)
+
+
+def _check_version(
+    a: str, b: str, c: str, is_request: bool, problems: _Problems
+) -> tuple[str, str, str, bool]:
+    version = c if is_request else a
     if version != "SIP/2.0":
-        raise ParseError("Request-Line", f"unsupported version {version!r}", len(method) + len(uri) + 2)
-    if ":" not in uri:
-        raise ParseError("Request-URI", f"no scheme in {uri[:80]!r}", len(method) + 1)
-    return method, uri, version, True
+        problems.add(
+            ProblemCode.VERSION,
+            f"SIP-Version {version!r} is not SIP/2.0; a server "
+            "answers 505 (RFC 3261 §7.1, §8.2.2; RFC 4475 §3.1.2.16)",
+        )
+    return a, b, c, is_request
 
 
-def _parse_headers(lines: list[str], eol: str, problems: list[str]) -> tuple[Header, ...]:
-    """Header lines with folded continuations joined (RFC 3261 §7.3.1)."""
-    out: list[tuple[str, str, str]] = []
-    for line in lines:
-        if line[:1] in (" ", "\t") and out:
-            name, value, raw = out[-1]
-            out[-1] = (name, f"{value} {line.strip()}".strip(), raw + eol + line)
-            continue
-        name, colon, value = line.partition(":")
-        if not colon or not name.strip() or " " in name.strip():
-            problems.append(f"header line without a name: {line[:60]!r}")
-            out.append(("", line, line))
-            continue
-        out.append((name.rstrip(), value.strip(), line))
-    return tuple(Header(n, v, r) for n, v, r in out)
+def _lenient_request_line(line: str, problems: _Problems) -> tuple[str, str, str, bool]:
+    """A Request-Line with extra whitespace: understood, and reported (RFC 4475 §3.1.2.8-10)."""
+    parts = line.split()
+    if len(parts) < 3 or not g.method.fullmatch(parts[0]):
+        raise ParseError(
+            "Request-Line",
+            f"expected 'Method SP Request-URI SP SIP-Version' in {line[:80]!r} (RFC 3261 §7.1)",
+            0,
+        )
+    if not g.sip_version.fullmatch(parts[-1]):
+        raise ParseError(
+            "Request-Line",
+            f"not a SIP version {parts[-1][:20]!r} (RFC 3261 §7.1)",
+            max(0, line.rfind(parts[-1])),
+        )
+    if len(parts) > 3:
+        what = "LWS inside the Request-URI"
+    elif line != line.rstrip(" \t"):
+        what = "whitespace after SIP-Version"
+    else:
+        what = "more than one SP between elements"
+    problems.add(
+        ProblemCode.START_LINE,
+        f"Request-Line: {what}; elements are separated by exactly one SP (RFC 3261 §7.1, §25.1)",
+    )
+    return _check_version(parts[0], " ".join(parts[1:-1]), parts[-1], True, problems)
+
+
+# --- header block -------------------------------------------------------------------------
+
+# header text before ':' (as written, e.g. "Via", "Content-Length   ") -> (name, key);
+# None for text that is not a header name. Bounded: the text comes from the wire.
+_NAMES: dict[str, tuple[str, str] | None] = {}
+# whole header line -> Header (immutable, so shared between messages); bounded
+_LINES: dict[str, Header] = {}
+
+
+def _name_key(text: str) -> tuple[str, str] | None:
+    try:
+        return _NAMES[text]
+    except KeyError:
+        name = text.rstrip(" \t")
+        found = (name, canonical(name)) if g.header_name.fullmatch(name) else None
+        if len(_NAMES) < 4096:
+            _NAMES[text] = found
+        return found
+
+
+def _parse_headers(lines: list[str], eol: str, problems: _Problems) -> list[Header]:
+    """Header lines (``lines[1:]``), folded continuations joined with one SP (§7.3.1)."""
+    known = _LINES
+    out: list[Header] = []
+    append = out.append
+    for i in range(1, len(lines)):
+        line = lines[i]
+        cached = known.get(line)
+        if cached is not None:
+            append(cached)
+        elif line[:1] in (" ", "\t") and out:
+            append(_fold(out.pop(), line, eol))
+        else:
+            append(_new_header(line, problems))
+    return out
+
+
+def _new_header(line: str, problems: _Problems) -> Header:
+    text, colon, value = line.partition(":")
+    found = _name_key(text) if colon else None
+    if found is None:
+        problems.add(
+            ProblemCode.HEADER_LINE,
+            f"header line {line[:60]!r} is not 'field-name HCOLON field-value' "
+            "(RFC 3261 §7.3.1, §25.1)",
+        )
+        return Header("", line, line, "")
+    header = Header(found[0], value.strip(), line, found[1])
+    if len(_LINES) >= _CACHE:
+        _LINES.clear()
+    _LINES[line] = header
+    return header
+
+
+def _fold(prev: Header, line: str, eol: str) -> Header:
+    """``prev`` with a continuation line: LWS counts as one SP (RFC 3261 §7.3.1)."""
+    more = line.strip()
+    value = f"{prev.value} {more}" if prev.value and more else prev.value or more
+    return Header(prev.name, value, prev.raw + eol + line, prev.canon)
+
+
+# --- the message ----------------------------------------------------------------------------
 
 
 def parse_message(data: bytes, origin: Origin | None = None) -> SipMessage:
     """Parse one SIP message. Raises ParseError when the start line is not SIP."""
-    head, body, eol = _split_head(data)
-    text = head.decode("utf-8", "surrogateescape")
-    lines = text.split(eol) if eol == "\r\n" else text.split("\n")
-    a, b, c, is_request = _parse_start(lines[0])
-    problems: list[str] = []
-    headers = Headers(_parse_headers(lines[1:], eol, problems))
-    body = _check_length(headers, body, problems)
-    for key in MANDATORY:
-        if headers.get(key) is None:
-            problems.append(f"missing mandatory header {key}")
-    common = {
-        "version": c if is_request else a,
-        "headers": headers,
-        "body": body,
-        "raw": data,
-        "eol": eol,
-        "problems": tuple(problems),
-        "origin": origin,
-    }
+    head, body, eol, terminated = _split_head(data)
+    lines = head.decode("utf-8", "surrogateescape").split(eol)
+    problems = _Problems()
+    a, b, c, is_request = _parse_start(lines[0], problems)
+    headers = _headers(_parse_headers(lines, eol, problems))
+    if not terminated:
+        problems.add(
+            ProblemCode.UNTERMINATED,
+            "header block not ended by an empty line; the message may be truncated (RFC 3261 §7)",
+        )
+    body = _check_length(headers, body, origin, problems)
+    # Built without the frozen-dataclass __init__ (one object.__setattr__ per field costs
+    # a third of the parse); every field is set here, and the object is frozen after.
+    msg: SipMessage
     if is_request:
-        return SipRequest(method=a, uri=b, **common)  # type: ignore[arg-type]
-    return SipResponse(status=int(b), reason=c, **common)  # type: ignore[arg-type]
+        msg = object.__new__(SipRequest)
+        msg.__dict__.update(method=a, uri=b, version=c)
+    else:
+        msg = object.__new__(SipResponse)
+        msg.__dict__.update(status=int(b), reason=c, version=a)
+    msg.__dict__.update(
+        headers=headers, body=body, raw=data, eol=eol, origin=origin, start=lines[0]
+    )
+    _validate(msg, problems)
+    msg.__dict__.update(problems=tuple(problems.texts), problem_codes=tuple(problems.codes))
+    return msg
 
 
-def _check_length(headers: Headers, body: bytes, problems: list[str]) -> bytes:
-    """RFC 3261 §18.3: the body is Content-Length bytes; extra bytes are not body."""
+def _headers(items: list[Header]) -> Headers:
+    """A Headers value with its look-up index built in the same pass."""
+    index: dict[str, list[Header]] = {}
+    for h in items:
+        if h.canon in index:
+            index[h.canon].append(h)
+        else:
+            index[h.canon] = [h]
+    headers = object.__new__(Headers)
+    headers.__dict__.update(items=tuple(items), _index=index)
+    return headers
+
+
+def _check_length(
+    headers: Headers, body: bytes, origin: Origin | None, problems: _Problems
+) -> bytes:
+    """RFC 3261 §18.3: the body is Content-Length bytes; extra datagram bytes are discarded."""
     value = headers.get("content-length")
     if value is None:
+        if origin is not None and origin.transport in _STREAM:
+            problems.add(
+                ProblemCode.MISSING_CONTENT_LENGTH,
+                "no Content-Length on a stream "
+                f"transport ({origin.transport.value}) (RFC 3261 §18.3, §20.14)",
+            )
         return body
-    if not value.strip().isdigit():
-        problems.append(f"Content-Length is not a number: {value!r}")
+    if not g.digits.fullmatch(value):
+        problems.add(
+            ProblemCode.BAD_CONTENT_LENGTH,
+            f"Content-Length {value[:20]!r} is not 1*DIGIT (RFC 3261 §20.14; RFC 4475 §3.1.2.3)",
+        )
         return body
     length = int(value)
     if length < len(body):
-        problems.append(f"Content-Length {length} is shorter than the {len(body)}-byte body")
+        problems.add(
+            ProblemCode.TRAILING_OCTETS,
+            f"{len(body) - length} octets after the "
+            f"{length}-byte body (Content-Length) are not part of the message "
+            "(RFC 3261 §18.3)",
+        )
         return body[:length]
     if length > len(body):
-        problems.append(f"Content-Length {length} exceeds the {len(body)} bytes present")
+        problems.add(
+            ProblemCode.CONTENT_LENGTH_MISMATCH,
+            f"Content-Length {length} exceeds "
+            f"the {len(body)} body bytes present (RFC 3261 §18.3; RFC 4475 §3.1.2.2)",
+        )
     return body
+
+
+# --- validation of the headers everybody needs ------------------------------------------------
+#
+# Each check is a pure function of the header text, cached: in a capture the same From,
+# To, Via, Contact and Request-URI text recurs in every message of a transaction or
+# dialog, so most messages are validated by dictionary look-ups. Cached values are
+# immutable (frozen dataclasses, tuples); their ``params`` dicts must not be mutated.
+
+_Found = tuple[tuple[ProblemCode, str], ...]
+_CACHE = 8192
+
+
+def _validate(msg: SipMessage, problems: _Problems) -> None:
+    """Check the structured headers and cache their parsed values on ``msg``."""
+    headers = msg.headers
+    index = headers._index
+    _check_presence(index, msg.is_request, problems)
+    cache = msg.__dict__
+    cseq_h = index.get("cseq")
+    cseq, why = _parse_cseq(cseq_h[0].value) if cseq_h else (None, "")
+    if why:
+        problems.add(ProblemCode.BAD_CSEQ, why)
+    cache["cseq"] = cseq
+    if isinstance(msg, SipRequest):
+        _check_request(msg, cseq, index, problems)
+    for key, attr in (("from", "from_"), ("to", "to")):
+        found = index.get(key)
+        value, why = _name_addr(found[0].value) if found else (None, "")
+        if why:
+            problems.add(ProblemCode.BAD_ADDRESS, f"{key.capitalize()}: {why}")
+        cache[attr] = value
+    found = index.get("call-id")
+    if found and not _call_id_ok(found[0].value):
+        problems.add(
+            ProblemCode.BAD_CALL_ID,
+            f"Call-ID {found[0].value[:40]!r} is not "
+            'word ["@" word] (RFC 3261 §20.8, §25.1 callid)',
+        )
+    cache["vias"] = _collect(_vias, index.get("via"), problems)
+    if "contact" in index:
+        cache["contacts"] = _collect(_contacts, index["contact"], problems)
+    if "expires" in index or "retry-after" in index or "date" in index:
+        _check_scalars(headers, problems)
+
+
+def _collect(
+    check: Callable[[str], tuple[tuple[Any, ...], _Found]],
+    found: list[Header] | None,
+    problems: _Problems,
+) -> tuple[Any, ...]:
+    """Run a cached per-header-line check over every line of one header."""
+    if not found:
+        return ()
+    values: tuple[Any, ...] = ()
+    for h in found:
+        parsed, notes = check(h.value)
+        values += parsed
+        for code, text in notes:
+            problems.add(code, text)
+    return values
+
+
+_REQUEST_MUST = frozenset((*MANDATORY, "max-forwards"))
+_RESPONSE_MUST = frozenset(MANDATORY)
+
+
+def _check_presence(index: dict[str, list[Header]], is_request: bool, problems: _Problems) -> None:
+    must = _REQUEST_MUST if is_request else _RESPONSE_MUST
+    if not must.issubset(index):
+        for key in MANDATORY:
+            if key not in index:
+                problems.add(
+                    ProblemCode.MISSING_HEADER,
+                    f"missing mandatory header {_PRETTY.get(key, key.title())} (RFC 3261 §8.1.1)",
+                )
+        if is_request and "max-forwards" not in index:
+            problems.add(
+                ProblemCode.MISSING_HEADER,
+                "missing mandatory header Max-Forwards (RFC 3261 §8.1.1.6)",
+            )
+    for key in _SINGLE:
+        found = index.get(key)
+        if found is not None and len(found) > 1:
+            problems.add(
+                ProblemCode.DUPLICATE_HEADER,
+                f"{len(found)} {_PRETTY.get(key, key.title())} headers where one is allowed "
+                "(RFC 3261 §7.3.1; RFC 4475 §3.3.8)",
+            )
+
+
+def _check_request(
+    msg: SipRequest, cseq: CSeq | None, index: dict[str, list[Header]], problems: _Problems
+) -> None:
+    if cseq is not None and cseq.method != msg.method:
+        problems.add(
+            ProblemCode.CSEQ_METHOD,
+            f"CSeq method {cseq.method!r} differs from "
+            f"the request method {msg.method!r} (RFC 3261 §8.1.1.7, §20.16)",
+        )
+    for code, text in _request_uri(msg.uri):
+        problems.add(code, text)
+    found = index.get("max-forwards")
+    if found and not _max_forwards_ok(found[0].value):
+        problems.add(
+            ProblemCode.BAD_MAX_FORWARDS,
+            f"Max-Forwards {found[0].value[:20]!r} is "
+            "not an integer 0-255 (RFC 3261 §8.1.1.6, §20.22; RFC 4475 §3.1.2.4)",
+        )
+
+
+@lru_cache(maxsize=_CACHE)
+def _request_uri(uri: str) -> _Found:
+    if uri.startswith("<") and uri.endswith(">"):
+        return (
+            (ProblemCode.BAD_URI, "Request-URI enclosed in <> (RFC 3261 §25.1; RFC 4475 §3.1.2.7)"),
+        )
+    try:
+        parsed = parse_uri(uri)
+    except ParseError as exc:
+        return ((ProblemCode.BAD_URI, f"Request-URI: {exc}"),)
+    if parsed.headers:
+        return (
+            (
+                ProblemCode.BAD_URI,
+                "Request-URI carries URI headers '?...', which are not "
+                "allowed there (RFC 3261 §19.1.1 table 1; RFC 4475 §3.1.2.11)",
+            ),
+        )
+    return ()
+
+
+@lru_cache(maxsize=_CACHE)
+def _max_forwards_ok(value: str) -> bool:
+    return bool(g.digits.fullmatch(value)) and int(value) <= 255
+
+
+@lru_cache(maxsize=_CACHE)
+def _call_id_ok(value: str) -> bool:
+    return bool(g.call_id.fullmatch(value))
+
+
+def _check_scalars(headers: Headers, problems: _Problems) -> None:
+    for key, pretty in (("expires", "Expires"), ("retry-after", "Retry-After")):
+        value = headers.get(key)
+        if value is None:
+            continue
+        number = value.split(";", 1)[0].split("(", 1)[0].strip()
+        if not g.digits.fullmatch(number) or int(number) > _UINT32_MAX:
+            problems.add(
+                ProblemCode.SCALAR_RANGE,
+                f"{pretty} {number[:30]!r} is not "
+                "delta-seconds 0..2**32-1 (RFC 3261 §20.19, §20.33; RFC 4475 §3.1.2.4)",
+            )
+    date = headers.get("date")
+    if date is not None and not g.rfc1123_date.fullmatch(date):
+        problems.add(
+            ProblemCode.BAD_DATE,
+            f"Date {date[:40]!r} is not an rfc1123-date in GMT "
+            "(RFC 3261 §20.17; RFC 4475 §3.1.2.12)",
+        )
+
+
+@lru_cache(maxsize=_CACHE)
+def _parse_cseq(value: str) -> tuple[CSeq | None, str]:
+    """The CSeq and, when it is malformed, why (RFC 3261 §20.16)."""
+    m = g.cseq.fullmatch(value.strip())
+    if m is None:
+        return None, f"CSeq {value[:40]!r} is not '1*DIGIT LWS Method' (RFC 3261 §20.16)"
+    seq = int(m.group(1))
+    if seq > _UINT32_MAX:
+        return None, (
+            f"CSeq number {m.group(1)[:30]} exceeds 2**32-1 (RFC 3261 §20.16; RFC 4475 §3.1.2.4)"
+        )
+    return CSeq(seq, m.group(2)), ""
+
+
+@lru_cache(maxsize=_CACHE)
+def _name_addr(value: str) -> tuple[NameAddr | None, str]:
+    try:
+        parsed = parse_name_addr(value)
+    except ParseError as exc:
+        return None, str(exc)
+    return parsed, "; ".join(parsed.issues)
+
+
+@lru_cache(maxsize=_CACHE)
+def _vias(value: str) -> tuple[tuple[Via, ...], _Found]:
+    """The via-parms of one Via header line and the problems found in them."""
+    out: list[Via] = []
+    notes: list[tuple[ProblemCode, str]] = []
+    for part in split_commas(value):
+        try:
+            via = parse_via(part)
+        except ParseError as exc:
+            notes.append((ProblemCode.BAD_VIA, str(exc)))
+            continue
+        for issue in via.issues:
+            notes.append((ProblemCode.BAD_VIA, f"Via: {issue}"))
+        out.append(via)
+    return tuple(out), tuple(notes)
+
+
+@lru_cache(maxsize=_CACHE)
+def _contacts(value: str) -> tuple[tuple[NameAddr, ...], _Found]:
+    """The contact-params of one Contact header line (``*`` excluded) and their problems."""
+    out: list[NameAddr] = []
+    notes: list[tuple[ProblemCode, str]] = []
+    for part in split_commas(value):
+        if part == "*":
+            continue
+        parsed, why = _name_addr(part)
+        if why:
+            notes.append((ProblemCode.BAD_ADDRESS, f"Contact: {why}"))
+        if parsed is None:
+            continue
+        expires = parsed.params.get("expires")
+        if expires is not None and not (
+            g.digits.fullmatch(expires) and int(expires) <= _UINT32_MAX
+        ):
+            notes.append(
+                (
+                    ProblemCode.SCALAR_RANGE,
+                    f"Contact expires={expires[:30]!r} is not "
+                    "delta-seconds 0..2**32-1 (RFC 3261 §20.10, §20.19; RFC 4475 §3.1.2.4)",
+                )
+            )
+        out.append(parsed)
+    return tuple(out), tuple(notes)
 
 
 def serialise(msg: SipMessage) -> bytes:
     """The message's bytes rebuilt from its parsed fields (header lines as on the wire)."""
-    lines = [msg.start_line()]
+    lines = [msg.start or msg.start_line()]
     lines.extend(h.raw if h.raw else f"{h.name}: {h.value}" for h in msg.headers)
     head = msg.eol.join(lines).encode("utf-8", "surrogateescape")
-    tail = msg.raw[len(head) + 2 * len(msg.eol) + len(msg.body) :]
-    return head + (msg.eol * 2).encode() + msg.body + tail
+    sep = (msg.eol * 2).encode()
+    rest = msg.raw[len(head) :]
+    if msg.raw and not rest.startswith(sep):
+        return head + rest  # header block never ended (truncated capture)
+    tail = rest[len(sep) + len(msg.body) :]
+    return head + sep + msg.body + tail

@@ -1,0 +1,30 @@
+"""sipflow: trace and explain SIP call flows from captures and PBX logs.
+
+Public API::
+
+    import sipflow
+    trace = sipflow.analyze(["call.pcap"])
+    trace.calls          # pandas DataFrame, one row per call
+    trace.to_dict()      # the JSON object of docs/json.md
+"""
+
+
+__version__ = "0.1.0"
+
+from sipflow.api import Options, analyze
+from sipflow.errors import InputError, ParseError, SipflowError
+from sipflow.findings import Finding, Ref, Severity
+from sipflow.trace import Trace
+
+__all__ = [
+    "Finding",
+    "InputError",
+    "Options",
+    "ParseError",
+    "Ref",
+    "Severity",
+    "SipflowError",
+    "Trace",
+    "__version__",
+    "analyze",
+]

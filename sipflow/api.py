@@ -1,0 +1,153 @@
+"""``analyze(sources) -> Trace``: the one entry used by the CLI, notebooks and tests.
+
+How this works: each source runs the per-source stage (:mod:`sipflow.engine.local`),
+the streams are merged on one timeline with duplicate captures dropped
+(:mod:`sipflow.engine.merge`), and every message is counted and fed to the sans-IO
+:class:`~sipflow.correlate.calls.CallBuilder`, which releases calls as they finish.
+A source that cannot be read at all becomes an ``ingest.unreadable`` Finding; the
+others are still analysed.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from sipflow.correlate.calls import BuilderOutput, CallBuilder, CallRecord
+from sipflow.engine.local import SourceResult, source_messages
+from sipflow.engine.merge import drop_duplicates, merge_timeline
+from sipflow.errors import InputError
+from sipflow.findings import Finding, Severity
+from sipflow.ingest.types import SourceStats
+from sipflow.sip.message import SipMessage, SipRequest
+from sipflow.trace import ActivitySummary, Trace
+
+
+@dataclass
+class Options:
+    """What to keep and how to read. ``keep_messages`` keeps every SipMessage on the Trace
+    (for notebooks and ladders); the CLI's summary does not need them."""
+
+    keep_messages: bool = True
+    keep_records: bool = True
+    """Keep each call's transactions/dialogs and the non-call transaction records (for the
+    ``transactions``/``dialogs`` DataFrames). Off, memory holds only call summaries."""
+
+
+@dataclass
+class _Counts:
+    requests: Counter[str] = field(default_factory=Counter)
+    responses: Counter[str] = field(default_factory=Counter)
+    transports: Counter[str] = field(default_factory=Counter)
+    total: int = 0
+    first_ts: int | None = None
+    last_ts: int | None = None
+
+    def add(self, msg: SipMessage) -> None:
+        self.total += 1
+        if isinstance(msg, SipRequest):
+            self.requests[msg.method] += 1
+        else:
+            self.responses[str(msg.status)] += 1
+        if msg.origin is not None:
+            self.transports[msg.origin.transport.value] += 1
+        if self.first_ts is None:
+            self.first_ts = msg.ts
+        self.last_ts = msg.ts
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[str]:
+    """Files as given; a directory stands for the files in it, sorted by name."""
+    out: list[str] = []
+    for p in paths:
+        path = Path(p)
+        if str(p) != "-" and path.is_dir():
+            out.extend(str(c) for c in sorted(path.iterdir()) if c.is_file())
+        else:
+            out.append(str(p))
+    return out
+
+
+def analyze(sources: Iterable[str | Path], options: Options | None = None) -> Trace:
+    """Analyse captures (pcap, pcapng, gzip, ``-`` for stdin) into one Trace."""
+    # Messages and records form no reference cycles worth collecting mid-run; the cyclic
+    # collector walking every retained message cost about half the call-building time.
+    threshold = gc.get_threshold()
+    gc.set_threshold(max(threshold[0], 200_000), threshold[1], threshold[2])
+    try:
+        return _analyze(sources, options)
+    finally:
+        gc.set_threshold(*threshold)
+
+
+def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
+    opts = options or Options()
+    paths = expand_paths(sources)
+    results = [SourceResult(SourceStats(path=p)) for p in paths]
+    streams = [_guarded(p, i, r) for i, (p, r) in enumerate(zip(paths, results, strict=True))]
+
+    def on_duplicate(msg: SipMessage) -> None:
+        src = msg.origin.source if msg.origin else 0
+        results[src].stats.duplicates += 1
+
+    counts = _Counts()
+    builder = CallBuilder()
+    calls: list[CallRecord] = []
+    kept: list[SipMessage] = []
+    activity = ActivitySummary(keep_records=opts.keep_records)
+    findings: list[Finding] = []
+    for msg in drop_duplicates(merge_timeline(streams), on_duplicate):
+        counts.add(msg)
+        if opts.keep_messages:
+            kept.append(msg)
+        _take(builder.feed(msg), calls, activity, findings, opts.keep_records)
+    _take(builder.finish(), calls, activity, findings, opts.keep_records)
+    for r in results:
+        findings[:0] = r.findings
+    return Trace(
+        sources=[r.stats for r in results],
+        counts_requests=dict(counts.requests),
+        counts_responses=dict(counts.responses),
+        transports=dict(counts.transports),
+        sip_messages=counts.total,
+        malformed=sum(r.malformed for r in results),
+        start=counts.first_ts,
+        end=counts.last_ts,
+        call_records=sorted(calls, key=lambda c: c.start),
+        activity=activity,
+        finding_list=findings,
+        message_list=kept,
+        unreadable=[r.stats.path for r in results if "unreadable" in r.stats.skipped],
+    )
+
+
+def _guarded(path: str, source: int, result: SourceResult) -> Iterator[SipMessage]:
+    """A source's messages; an unreadable source becomes a Finding, not an exception."""
+    try:
+        yield from source_messages(path, source, result)
+    except InputError as exc:
+        result.stats.skipped["unreadable"] += 1
+        result.findings.append(Finding("ingest.unreadable", Severity.ERROR, f"{path}: {exc}"))
+    except OSError as exc:
+        result.stats.skipped["unreadable"] += 1
+        msg = f"{path}: {exc.strerror or exc}"
+        result.findings.append(Finding("ingest.unreadable", Severity.ERROR, msg))
+
+
+def _take(
+    out: BuilderOutput,
+    calls: list[CallRecord],
+    activity: ActivitySummary,
+    findings: list[Finding],
+    keep_records: bool,
+) -> None:
+    if keep_records:
+        calls.extend(out.calls)
+    else:  # the summary only: drop the messages the records hold
+        calls.extend(replace(c, dialogs=(), transactions=()) for c in out.calls)
+    for tx in out.activity:
+        activity.add(tx)
+    findings.extend(out.findings)

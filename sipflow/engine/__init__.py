@@ -1,0 +1,1 @@
+"""Runners of the per-source stage and the merge onto one timeline."""

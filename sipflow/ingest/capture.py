@@ -1,0 +1,297 @@
+"""read_capture: a capture file in, SIP-carrying Datagrams out, in capture order.
+
+How this works: records come from :mod:`sipflow.ingest.pcap` a chunk at a time.
+:func:`~sipflow.ingest.decode.decode_chunk` splits each chunk into plain IP+UDP columns and
+records for the per-record decoder. UDP payloads go through the vectorised
+:func:`~sipflow.ingest.classify.prefilter`; only candidates are copied out and checked
+exactly. The others (TCP, SCTP, fragments, tunnels, ...) are decoded one at a time:
+
+* IP fragments go to a ``FragmentReassembler``; a rebuilt datagram is decoded again;
+* TCP segments go to a ``TcpReassembler`` only for connections that carry SIP: tracking
+  starts at a segment whose payload starts like SIP or like a WebSocket upgrade, or at a
+  SYN to/from a port already seen carrying SIP (RFC 3261 §18.3 framing happens later, in
+  :mod:`sipflow.sip.framing`);
+* SCTP packets go to ``sctp.data_chunks`` (RFC 4168).
+
+Every frame either contributes to a Datagram or is counted in ``SourceStats.skipped``
+with a reason. Memory is bounded by one chunk plus reassembly state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from sipflow.findings import Finding
+from sipflow.ingest import classify
+from sipflow.ingest.classify import Kind
+from sipflow.ingest.decode import (
+    IPPROTO_SCTP,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    ChunkDecode,
+    Fragment,
+    Packet,
+    addr_text,
+    decode_chunk,
+    decode_frame,
+    ip_payload,
+)
+from sipflow.ingest.pcap import LINKTYPE_NAMES, Capture, RecordChunk, open_capture
+from sipflow.ingest.reassembly import FragmentReassembler, TcpReassembler
+from sipflow.ingest.types import (
+    TCP_FIN,
+    TCP_RST,
+    TCP_SYN,
+    Datagram,
+    Endpoint,
+    IpFragment,
+    SourceStats,
+    TcpSegment,
+    Transport,
+)
+
+__all__ = ["read_capture"]
+
+
+def read_capture(
+    path: str, source: int, stats: SourceStats, findings: list[Finding]
+) -> Iterator[Datagram]:
+    """Datagrams that carry (or may carry) SIP from one capture, in capture order.
+
+    Raises :class:`~sipflow.errors.InputError` (on the first ``next``) when ``path`` is not
+    a readable capture; damage inside a capture becomes Findings appended to ``findings``.
+    """
+    cap = open_capture(path, source)
+    findings.extend(cap.findings)
+    cap.findings = findings
+    stats.format = cap.format
+    try:
+        yield from _Pipeline(cap, source, stats, findings).run()
+    finally:
+        stats.skipped.update(cap.skipped)
+        cap.close()
+
+
+class _Pipeline:
+    """State carried across chunks: reassemblers, tracked TCP connections, SIP ports."""
+
+    def __init__(
+        self, cap: Capture, source: int, stats: SourceStats, findings: list[Finding]
+    ) -> None:
+        self.cap = cap
+        self.source = source
+        self.stats = stats
+        self.findings = findings
+        self.skipped = stats.skipped
+        self.frag = FragmentReassembler()
+        self.tcp = TcpReassembler()
+        self.tracked: set[tuple[Endpoint, Endpoint]] = set()
+        self.sip_ports: set[int] = set()
+
+    def run(self) -> Iterator[Datagram]:
+        for chunk in self.cap.chunks():
+            self._account(chunk)
+            yield from self._chunk(chunk)
+            yield from self._expire(int(chunk.ts.max()))
+        yield from self._flush()
+
+    def _account(self, chunk: RecordChunk) -> None:
+        st = self.stats
+        st.frames += len(chunk)
+        st.bytes += int(chunk.caplen.sum())
+        lo, hi = int(chunk.ts.min()), int(chunk.ts.max())
+        st.first_ts = lo if st.first_ts is None else min(st.first_ts, lo)
+        st.last_ts = hi if st.last_ts is None else max(st.last_ts, hi)
+        for lt in np.unique(chunk.link_type).tolist():
+            st.link_types.add(LINKTYPE_NAMES.get(lt, f"LINKTYPE_{lt}"))
+
+    # -- one chunk ----------------------------------------------------------------------
+
+    def _chunk(self, chunk: RecordChunk) -> Iterator[Datagram]:
+        dec = decode_chunk(chunk)
+        self.skipped.update(dec.skipped)
+        udp = dec.udp
+        kinds = classify.prefilter(chunk.buf, udp.payload, udp.length, udp.head)
+        for kind, reason in classify.SKIP_REASON.items():  # counted without a copy
+            count = int(np.count_nonzero(kinds == kind))
+            if count:
+                self.skipped[reason] += count
+        cand = np.flatnonzero(kinds == Kind.CANDIDATE)
+        fast = _FastUdp(chunk, dec, cand, self.cap)
+        work = np.concatenate([udp.index[cand], dec.slow])
+        n_fast = len(cand)
+        for j in np.argsort(work, kind="stable").tolist():
+            if j < n_fast:
+                src, dst, payload, frame, ts = fast.item(j)
+                dg = self._udp(src, dst, payload, frame, ts)
+                if dg is not None:
+                    yield dg
+            else:
+                yield from self._slow(chunk, int(dec.slow[j - n_fast]))
+
+    def _udp(
+        self, src: Endpoint, dst: Endpoint, payload: bytes, frame: int, ts: int
+    ) -> Datagram | None:
+        kind = classify.classify_payload(payload)
+        if kind is Kind.SIP or kind is Kind.MALFORMED_SIP:
+            self.sip_ports.add(src.port)
+            self.sip_ports.add(dst.port)
+            return Datagram(src, dst, Transport.UDP, payload, (frame,), ts, self.source)
+        self.skipped[classify.SKIP_REASON.get(kind, "non_sip_udp")] += 1
+        return None
+
+    def _slow(self, chunk: RecordChunk, i: int) -> Iterator[Datagram]:
+        frame, ts = int(chunk.frame[i]), int(chunk.ts[i])
+        res = decode_frame(int(chunk.link_type[i]), chunk.data(i))
+        if isinstance(res, Fragment):
+            yield from self._fragment(res, frame, ts)
+        elif isinstance(res, Packet):
+            yield from self._packet(res, (frame,), ts)
+        else:
+            self.skipped[res] += 1
+
+    # -- transports -----------------------------------------------------------------------
+
+    def _packet(self, pkt: Packet, frames: tuple[int, ...], ts: int) -> Iterator[Datagram]:
+        src, dst = Endpoint(pkt.src_ip, pkt.sport), Endpoint(pkt.dst_ip, pkt.dport)
+        if pkt.protocol == IPPROTO_UDP:
+            dg = self._udp(src, dst, pkt.payload, frames[-1], ts)
+            if dg is not None:
+                yield dg if len(frames) == 1 else _with_frames(dg, frames)
+        elif pkt.protocol == IPPROTO_TCP:
+            yield from self._tcp(pkt, src, dst, frames[-1], ts)
+        elif pkt.protocol == IPPROTO_SCTP:
+            yield from self._sctp(pkt, src, dst, frames[-1], ts)
+
+    def _tcp(
+        self, pkt: Packet, src: Endpoint, dst: Endpoint, frame: int, ts: int
+    ) -> Iterator[Datagram]:
+        key = (src, dst) if src <= dst else (dst, src)
+        control = pkt.flags & (TCP_SYN | TCP_FIN | TCP_RST)
+        if key not in self.tracked:
+            if not self._starts_sip(pkt):
+                self.skipped["non_sip_tcp" if pkt.payload else "tcp_no_payload"] += 1
+                return
+            self.tracked.add(key)
+        elif not pkt.payload and not control:
+            self.skipped["tcp_no_payload"] += 1
+            return
+        seg = TcpSegment(self.source, frame, ts, src, dst, pkt.seq, pkt.ack, pkt.flags, pkt.payload)
+        yield from self.tcp.feed(seg)
+        self._drain_tcp_findings()
+
+    def _starts_sip(self, pkt: Packet) -> bool:
+        if pkt.payload:
+            if classify.looks_like_sip(pkt.payload) or classify.is_websocket_upgrade(pkt.payload):
+                self.sip_ports.update((pkt.sport, pkt.dport))
+                return True
+            return False
+        return bool(pkt.flags & TCP_SYN) and (
+            pkt.sport in self.sip_ports or pkt.dport in self.sip_ports
+        )
+
+    def _sctp(
+        self, pkt: Packet, src: Endpoint, dst: Endpoint, frame: int, ts: int
+    ) -> Iterator[Datagram]:
+        sctp = _module("sctp")
+        if sctp is None:
+            self.skipped["sctp_unavailable"] += 1
+            return
+        dgs, found = sctp.data_chunks(self.source, frame, ts, src, dst, pkt.payload)
+        self.findings.extend(found)
+        if not dgs:
+            self.skipped["sctp_no_sip"] += 1
+        yield from dgs
+
+    def _fragment(self, frag: Fragment, frame: int, ts: int) -> Iterator[Datagram]:
+        ipf = IpFragment(
+            self.source,
+            frame,
+            ts,
+            frag.version,
+            frag.src_ip,
+            frag.dst_ip,
+            frag.ident,
+            frag.protocol,
+            frag.offset,
+            frag.more,
+            frag.payload,
+        )
+        whole = self.frag.feed(ipf)
+        if whole is None:
+            return  # held until the rest arrives; counted when reassembled or expired
+        res = ip_payload(whole.version, whole.src_ip, whole.dst_ip, whole.protocol, whole.payload)
+        if isinstance(res, Packet):
+            yield from self._packet(res, tuple(whole.frames), whole.ts)
+        elif isinstance(res, Fragment):
+            self.skipped["fragment_in_fragment"] += 1
+        else:
+            self.skipped[res] += 1
+
+    # -- time and end -----------------------------------------------------------------------
+
+    def _expire(self, now: int) -> Iterator[Datagram]:
+        self.findings.extend(self.frag.expire(now))
+        yield from self.tcp.expire(now)
+        self._drain_tcp_findings()
+
+    def _flush(self) -> Iterator[Datagram]:
+        self.findings.extend(self.frag.flush())
+        yield from self.tcp.flush()
+        self._drain_tcp_findings()
+
+    def _drain_tcp_findings(self) -> None:
+        if self.tcp.findings:
+            self.findings.extend(self.tcp.findings)
+            self.tcp.findings.clear()
+
+
+class _FastUdp:
+    """The UDP candidates of a chunk as Python lists, read one by one in capture order."""
+
+    def __init__(self, chunk: RecordChunk, dec: ChunkDecode, cand: Any, cap: Capture) -> None:
+        u = dec.udp
+        rec = u.index[cand]
+        self.mm = cap.mapped()
+        self.frame = chunk.frame[rec].tolist()
+        self.ts = chunk.ts[rec].tolist()
+        self.alen = np.where(u.version[cand] == 4, 4, 16).tolist()
+        self.src, self.dst = u.src[cand].tolist(), u.dst[cand].tolist()
+        self.sport, self.dport = u.sport[cand].tolist(), u.dport[cand].tolist()
+        self.off, self.size = u.payload[cand].tolist(), u.length[cand].tolist()
+
+    def item(self, j: int) -> tuple[Endpoint, Endpoint, bytes, int, int]:
+        mm, off, alen, s, d = self.mm, self.off[j], self.alen[j], self.src[j], self.dst[j]
+        src = _endpoint(mm[s : s + alen], self.sport[j])
+        dst = _endpoint(mm[d : d + alen], self.dport[j])
+        return src, dst, mm[off : off + self.size[j]], self.frame[j], self.ts[j]
+
+
+_ENDPOINTS: dict[tuple[bytes, int], Endpoint] = {}
+
+
+def _endpoint(raw: bytes, port: int) -> Endpoint:
+    """Endpoints are frozen values: one per (address, port), shared."""
+    ep = _ENDPOINTS.get((raw, port))
+    if ep is None:
+        ep = Endpoint(addr_text(raw), port)
+        if len(_ENDPOINTS) < 65536:
+            _ENDPOINTS[(raw, port)] = ep
+    return ep
+
+
+def _with_frames(dg: Datagram, frames: tuple[int, ...]) -> Datagram:
+    return Datagram(dg.src, dg.dst, dg.transport, dg.payload, frames, dg.ts, dg.source)
+
+
+def _module(name: str) -> Any:
+    """A sibling ingest module written in parallel (reassembly, sctp), or None."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"sipflow.ingest.{name}")
+    except ImportError:
+        return None

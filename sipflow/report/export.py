@@ -1,0 +1,27 @@
+"""JSON and CSV serialisations of an analysis (the shapes of docs/json.md)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from sipflow.trace import CALL_FIELDS
+
+
+def to_json(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def calls_csv(doc: dict[str, Any]) -> str:
+    """One row per call; list fields joined with ';'."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CALL_FIELDS)
+    for call in doc["calls"]:
+        writer.writerow(
+            [";".join(map(str, v)) if isinstance(v, list) else ("" if v is None else v)
+             for v in (call[name] for name in CALL_FIELDS)]
+        )  # fmt: skip
+    return buf.getvalue()

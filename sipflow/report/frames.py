@@ -1,0 +1,138 @@
+"""pandas DataFrames of a Trace (imported only when a DataFrame is asked for).
+
+How this works: each ``*_frame`` function turns the Trace's plain records into one
+DataFrame with documented columns; timestamps become timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from sipflow.sip.message import SipMessage, SipRequest
+from sipflow.trace import call_to_dict
+
+if TYPE_CHECKING:
+    from sipflow.sip.transaction import TransactionRecord
+    from sipflow.trace import Trace
+
+
+def _utc(ns: int | None) -> pd.Timestamp | None:
+    return None if ns is None else pd.Timestamp(ns, unit="ns", tz="UTC")
+
+
+def _message_row(m: SipMessage) -> dict[str, Any]:
+    o = m.origin
+    cseq = m.cseq
+    via = m.top_via
+    is_req = isinstance(m, SipRequest)
+    return {
+        "ts": _utc(m.ts),
+        "source": o.source if o else None,
+        "frames": o.frames if o else (),
+        "src": str(o.src) if o and o.src else None,
+        "dst": str(o.dst) if o and o.dst else None,
+        "transport": o.transport.value if o else None,
+        "kind": "request" if is_req else "response",
+        "method": m.method if isinstance(m, SipRequest) else (cseq.method if cseq else None),
+        "status": None if isinstance(m, SipRequest) else m.status,
+        "reason": None if isinstance(m, SipRequest) else m.reason,
+        "request_uri": m.uri if isinstance(m, SipRequest) else None,
+        "call_id": m.call_id,
+        "cseq": cseq.seq if cseq else None,
+        "from_tag": m.from_tag,
+        "to_tag": m.to_tag,
+        "branch": via.branch if via else None,
+        "size": len(m.raw),
+        "problems": "; ".join(m.problems),
+    }
+
+
+_MESSAGE_COLUMNS = [
+    "ts", "source", "frames", "src", "dst", "transport", "kind", "method", "status", "reason",
+    "request_uri", "call_id", "cseq", "from_tag", "to_tag", "branch", "size", "problems",
+]  # fmt: skip
+
+
+def messages_frame(trace: Trace) -> pd.DataFrame:
+    return pd.DataFrame([_message_row(m) for m in trace.message_list], columns=_MESSAGE_COLUMNS)
+
+
+def calls_frame(trace: Trace) -> pd.DataFrame:
+    rows = []
+    for call in trace.call_records:
+        row = call_to_dict(call)
+        for name in ("start", "answer", "end"):
+            row[name] = _utc(getattr(call, name))
+        row["call_id"] = row["call_ids"][0] if row["call_ids"] else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def findings_frame(trace: Trace) -> pd.DataFrame:
+    rows = [
+        {
+            "code": f.code,
+            "severity": f.severity.value,
+            "message": f.message,
+            "rfc": f.rfc,
+            "frames": tuple(r.frame for r in f.refs),
+            "sources": tuple(sorted({r.source for r in f.refs})),
+        }
+        for f in trace.finding_list
+    ]
+    return pd.DataFrame(rows, columns=["code", "severity", "message", "rfc", "frames", "sources"])
+
+
+def _tx_row(tx: TransactionRecord, call_index: int | None) -> dict[str, Any]:
+    src, dst = tx.hop
+    return {
+        "call": call_index,
+        "call_id": tx.call_id,
+        "method": tx.method,
+        "kind": str(tx.kind.value) if hasattr(tx.kind, "value") else str(tx.kind),
+        "branch": tx.branch,
+        "cseq": tx.cseq,
+        "src": str(src) if src else None,
+        "dst": str(dst) if dst else None,
+        "start": _utc(tx.first_ts),
+        "end": _utc(tx.last_ts),
+        "final_status": tx.final_status,
+        "final_reason": tx.final_reason,
+        "provisional": tx.provisional,
+        "request_retransmissions": tx.request_retransmissions,
+        "response_retransmissions": tx.response_retransmissions,
+        "timed_out": tx.timed_out,
+        "states": " > ".join(str(s.value) for _, s in tx.states),
+        "messages": len(tx.messages),
+    }
+
+
+def transactions_frame(trace: Trace) -> pd.DataFrame:
+    """Call transactions (``call`` = row of ``trace.calls``) then non-call ones (``call`` None)."""
+    rows = [_tx_row(tx, i) for i, c in enumerate(trace.call_records) for tx in c.transactions]
+    rows += [_tx_row(tx, None) for tx in trace.activity.records]
+    return pd.DataFrame(rows)
+
+
+def dialogs_frame(trace: Trace) -> pd.DataFrame:
+    rows = [
+        {
+            "call": i,
+            "call_id": d.id.call_id,
+            "from_tag": d.id.caller_tag,
+            "to_tag": d.id.callee_tag,
+            "state": str(d.state.value),
+            "created": _utc(d.created),
+            "confirmed": _utc(d.confirmed),
+            "ended": _utc(d.ended),
+            "ended_why": d.ended_why,
+            "bye_by": d.bye_by,
+            "reinvites": d.reinvites,
+            "states": " > ".join(str(s.value) for _, s in d.states),
+        }
+        for i, c in enumerate(trace.call_records)
+        for d in c.dialogs
+    ]
+    return pd.DataFrame(rows)

@@ -1,0 +1,208 @@
+"""The result of an analysis: sources, counts, calls, activity, findings, DataFrames.
+
+How this works: :class:`Trace` holds plain values built by :func:`sipflow.api.analyze`.
+``to_dict`` gives the versioned JSON object documented in docs/json.md. The pandas
+DataFrames (``messages``, ``transactions``, ``dialogs``, ``calls``, ``findings``) are
+built on first access, so a command-line run that only prints a summary never imports
+pandas.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sipflow import __version__
+from sipflow.findings import Finding
+from sipflow.ingest.types import SourceStats
+from sipflow.sip.message import SipMessage
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from sipflow.correlate.calls import CallRecord
+    from sipflow.sip.transaction import TransactionRecord
+
+SCHEMA_VERSION = 1
+NS = 1_000_000_000
+
+
+def seconds(ts: int | None) -> float | None:
+    """Nanoseconds since the epoch as float seconds, rounded to the microsecond."""
+    return None if ts is None else round(ts / NS, 6)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass
+class MethodActivity:
+    """Non-call transactions of one method: how many, their final codes, retransmissions."""
+
+    transactions: int = 0
+    responses: Counter[str] = field(default_factory=Counter)
+    no_final: int = 0
+    retransmissions: int = 0
+
+
+@dataclass
+class ActivitySummary:
+    """REGISTER, OPTIONS, SUBSCRIBE/NOTIFY, MESSAGE, PUBLISH, ... summarised per method."""
+
+    methods: dict[str, MethodActivity] = field(default_factory=dict)
+    records: list[TransactionRecord] = field(default_factory=list)
+    keep_records: bool = True
+
+    def add(self, tx: TransactionRecord) -> None:
+        m = self.methods.setdefault(tx.method, MethodActivity())
+        m.transactions += 1
+        if tx.final_status is None:
+            m.no_final += 1
+        else:
+            m.responses[str(tx.final_status)] += 1
+        m.retransmissions += tx.retransmissions
+        if self.keep_records:
+            self.records.append(tx)
+
+    @property
+    def retransmissions(self) -> int:
+        return sum(m.retransmissions for m in self.methods.values())
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "method": method,
+                "transactions": m.transactions,
+                "responses": dict(sorted(m.responses.items())),
+                "no_final": m.no_final,
+                "retransmissions": m.retransmissions,
+            }
+            for method, m in sorted(self.methods.items())
+        ]
+
+
+CALL_FIELDS = (
+    "call_ids",
+    "caller",
+    "callee",
+    "request_uri",
+    "start",
+    "answer",
+    "end",
+    "outcome",
+    "final_code",
+    "final_reason",
+    "setup_ms",
+    "pdd_ms",
+    "duration_s",
+    "ended_by",
+    "hops",
+    "messages",
+    "retransmissions",
+    "auth_challenges",
+)
+_TIME_FIELDS = frozenset({"start", "answer", "end"})
+
+
+def call_to_dict(call: CallRecord) -> dict[str, Any]:
+    """One call as in docs/json.md ``calls[]``."""
+    out: dict[str, Any] = {}
+    for name in CALL_FIELDS:
+        value = getattr(call, name)
+        out[name] = seconds(value) if name in _TIME_FIELDS else _plain(value)
+    return out
+
+
+@dataclass
+class Trace:
+    """Everything one analysis found."""
+
+    sources: list[SourceStats]
+    counts_requests: dict[str, int]
+    counts_responses: dict[str, int]
+    transports: dict[str, int]
+    sip_messages: int
+    malformed: int
+    start: int | None
+    end: int | None
+    call_records: list[CallRecord]
+    activity: ActivitySummary
+    finding_list: list[Finding]
+    message_list: list[SipMessage] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    _frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    @property
+    def retransmissions(self) -> int:
+        return sum(c.retransmissions for c in self.call_records) + self.activity.retransmissions
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "sip_messages": self.sip_messages,
+            "sip_requests": dict(sorted(self.counts_requests.items())),
+            "sip_responses": dict(sorted(self.counts_responses.items())),
+            "retransmissions": self.retransmissions,
+            "malformed": self.malformed,
+            "transports": dict(sorted(self.transports.items())),
+            "start": seconds(self.start),
+            "end": seconds(self.end),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of docs/json.md (schema 1)."""
+        sources = []
+        for s in self.sources:
+            d = s.to_dict()
+            d["first_ts"] = seconds(s.first_ts)
+            d["last_ts"] = seconds(s.last_ts)
+            sources.append(d)
+        return {
+            "schema": SCHEMA_VERSION,
+            "sipflow": __version__,
+            "sources": sources,
+            "stats": self.stats(),
+            "calls": [call_to_dict(c) for c in self.call_records],
+            "activity": self.activity.to_list(),
+            "findings": [f.to_dict() for f in self.finding_list],
+        }
+
+    # -- DataFrames (pandas imported on first use) -------------------------------------
+
+    def _frame(self, name: str) -> pd.DataFrame:
+        if name not in self._frames:
+            from sipflow.report import frames
+
+            self._frames[name] = getattr(frames, f"{name}_frame")(self)
+        return self._frames[name]
+
+    @property
+    def messages(self) -> pd.DataFrame:
+        """One row per SIP message on the wire (needs ``Options(keep_messages=True)``)."""
+        return self._frame("messages")
+
+    @property
+    def calls(self) -> pd.DataFrame:
+        """One row per call, columns as docs/json.md ``calls[]``."""
+        return self._frame("calls")
+
+    @property
+    def transactions(self) -> pd.DataFrame:
+        """One row per transaction (calls' and non-call activity's)."""
+        return self._frame("transactions")
+
+    @property
+    def dialogs(self) -> pd.DataFrame:
+        """One row per dialog (Call-ID, From tag, To tag)."""
+        return self._frame("dialogs")
+
+    @property
+    def findings(self) -> pd.DataFrame:
+        """One row per Finding."""
+        return self._frame("findings")
