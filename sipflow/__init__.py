@@ -8,7 +8,6 @@ Public API::
     trace.to_dict()      # the JSON object of docs/json.md
 """
 
-
 __version__ = "0.1.0"
 
 from sipflow.api import Options, analyze

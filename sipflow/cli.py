@@ -90,3 +90,7 @@ def analyze(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

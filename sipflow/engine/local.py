@@ -12,6 +12,7 @@ sorted), so memory stays bounded by the buffer, not the file.
 from __future__ import annotations
 
 import heapq
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import count
@@ -21,7 +22,7 @@ from sipflow.findings import Finding, Ref, Severity
 from sipflow.ingest.capture import read_capture
 from sipflow.ingest.types import Datagram, SourceStats, Transport
 from sipflow.sip.framing import StreamFramer
-from sipflow.sip.message import Origin, SipMessage, parse_message
+from sipflow.sip.message import Origin, ProblemCode, SipMessage, parse_message
 
 # Messages may arrive up to this much out of time order and still be sorted (ns).
 REORDER_WINDOW_NS = 2_000_000_000
@@ -103,12 +104,50 @@ def _parse(data: bytes, origin: Origin, result: SourceResult) -> SipMessage | No
         )
         return None
     if msg.problems:
-        result.malformed += 1
-        for problem in msg.problems:
-            result.findings.append(
-                Finding("sip.message_problem", Severity.WARNING, problem, "RFC 3261 §7", refs)
-            )
+        worst = _add_problems(msg, refs, result.findings)
+        if worst is Severity.ERROR:
+            result.malformed += 1
     return msg
+
+
+# How bad each parse problem is. ERROR: the message breaks the grammar or a MUST and
+# counts as malformed; WARNING: a SHOULD or a tolerated deviation; INFO: worth knowing.
+PROBLEM_SEVERITY: dict[ProblemCode, Severity] = {
+    ProblemCode.START_LINE: Severity.ERROR,
+    ProblemCode.VERSION: Severity.ERROR,
+    ProblemCode.HEADER_LINE: Severity.ERROR,
+    ProblemCode.UNTERMINATED: Severity.ERROR,
+    ProblemCode.MISSING_HEADER: Severity.ERROR,
+    ProblemCode.BAD_CSEQ: Severity.ERROR,
+    ProblemCode.BAD_CALL_ID: Severity.ERROR,
+    ProblemCode.BAD_VIA: Severity.ERROR,
+    ProblemCode.BAD_ADDRESS: Severity.ERROR,
+    ProblemCode.BAD_URI: Severity.ERROR,
+    ProblemCode.BAD_CONTENT_LENGTH: Severity.ERROR,
+    ProblemCode.CONTENT_LENGTH_MISMATCH: Severity.ERROR,
+    ProblemCode.DUPLICATE_HEADER: Severity.WARNING,
+    ProblemCode.CSEQ_METHOD: Severity.ERROR,
+    ProblemCode.BAD_MAX_FORWARDS: Severity.WARNING,
+    ProblemCode.TRAILING_OCTETS: Severity.WARNING,
+    ProblemCode.MISSING_CONTENT_LENGTH: Severity.WARNING,
+    ProblemCode.SCALAR_RANGE: Severity.WARNING,
+    ProblemCode.BAD_DATE: Severity.WARNING,
+    ProblemCode.MISSING_MAX_FORWARDS: Severity.INFO,
+}
+_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2}
+_RFC = re.compile(r"RFC \d+(?: §[\d.]+)?")
+
+
+def _add_problems(msg: SipMessage, refs: tuple[Ref, ...], out: list[Finding]) -> Severity:
+    """One Finding per parse problem; returns the worst severity."""
+    worst = Severity.INFO
+    for code, text in zip(msg.problem_codes, msg.problems, strict=True):
+        severity = PROBLEM_SEVERITY.get(code, Severity.WARNING)
+        if _RANK[severity] > _RANK[worst]:
+            worst = severity
+        rfc = _RFC.search(text)
+        out.append(Finding(code.value, severity, text, rfc.group(0) if rfc else None, refs))
+    return worst
 
 
 def _reorder(messages: Iterator[SipMessage]) -> Iterator[SipMessage]:

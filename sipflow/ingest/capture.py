@@ -20,9 +20,9 @@ with a reason. Memory is bounded by one chunk plus reassembly state.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from sipflow.findings import Finding
 from sipflow.ingest import classify
@@ -41,6 +41,7 @@ from sipflow.ingest.decode import (
 )
 from sipflow.ingest.pcap import LINKTYPE_NAMES, Capture, RecordChunk, open_capture
 from sipflow.ingest.reassembly import FragmentReassembler, TcpReassembler
+from sipflow.ingest.sctp import SctpReassembler
 from sipflow.ingest.types import (
     TCP_FIN,
     TCP_RST,
@@ -88,6 +89,7 @@ class _Pipeline:
         self.skipped = stats.skipped
         self.frag = FragmentReassembler()
         self.tcp = TcpReassembler()
+        self.sctp = SctpReassembler()
         self.tracked: set[tuple[Endpoint, Endpoint]] = set()
         self.sip_ports: set[int] = set()
 
@@ -196,14 +198,10 @@ class _Pipeline:
     def _sctp(
         self, pkt: Packet, src: Endpoint, dst: Endpoint, frame: int, ts: int
     ) -> Iterator[Datagram]:
-        sctp = _module("sctp")
-        if sctp is None:
-            self.skipped["sctp_unavailable"] += 1
-            return
-        dgs, found = sctp.data_chunks(self.source, frame, ts, src, dst, pkt.payload)
+        dgs, found = self.sctp.data_chunks(self.source, frame, ts, src, dst, pkt.payload)
         self.findings.extend(found)
         if not dgs:
-            self.skipped["sctp_no_sip"] += 1
+            self.skipped["sctp_no_message"] += 1  # control chunks, or a fragment held
         yield from dgs
 
     def _fragment(self, frag: Fragment, frame: int, ts: int) -> Iterator[Datagram]:
@@ -240,6 +238,7 @@ class _Pipeline:
 
     def _flush(self) -> Iterator[Datagram]:
         self.findings.extend(self.frag.flush())
+        self.findings.extend(self.sctp.flush())
         yield from self.tcp.flush()
         self._drain_tcp_findings()
 
@@ -252,7 +251,9 @@ class _Pipeline:
 class _FastUdp:
     """The UDP candidates of a chunk as Python lists, read one by one in capture order."""
 
-    def __init__(self, chunk: RecordChunk, dec: ChunkDecode, cand: Any, cap: Capture) -> None:
+    def __init__(
+        self, chunk: RecordChunk, dec: ChunkDecode, cand: npt.NDArray[np.intp], cap: Capture
+    ) -> None:
         u = dec.udp
         rec = u.index[cand]
         self.mm = cap.mapped()
@@ -285,13 +286,3 @@ def _endpoint(raw: bytes, port: int) -> Endpoint:
 
 def _with_frames(dg: Datagram, frames: tuple[int, ...]) -> Datagram:
     return Datagram(dg.src, dg.dst, dg.transport, dg.payload, frames, dg.ts, dg.source)
-
-
-def _module(name: str) -> Any:
-    """A sibling ingest module written in parallel (reassembly, sctp), or None."""
-    import importlib
-
-    try:
-        return importlib.import_module(f"sipflow.ingest.{name}")
-    except ImportError:
-        return None

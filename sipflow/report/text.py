@@ -82,9 +82,11 @@ def activity_lines(doc: dict[str, Any]) -> list[str]:
         if a["no_final"]:
             codes += (", " if codes else "") + f"no final x{a['no_final']}"
         rows.append([a["method"], str(a["transactions"]), codes or "-", str(a["retransmissions"])])
-    return ["", "Other activity (not calls)"] + _table(
-        ["Method", "Transactions", "Final responses", "Retx"], rows
-    )
+    return [
+        "",
+        "Other activity (not calls)",
+        *_table(["Method", "Transactions", "Final responses", "Retx"], rows),
+    ]
 
 
 def finding_lines(doc: dict[str, Any]) -> list[str]:
@@ -104,5 +106,5 @@ def finding_lines(doc: dict[str, Any]) -> list[str]:
 
 
 def render(doc: dict[str, Any]) -> str:
-    lines = summary_lines(doc) + [""] + call_lines(doc) + activity_lines(doc) + finding_lines(doc)
+    lines = [*summary_lines(doc), "", *call_lines(doc), *activity_lines(doc), *finding_lines(doc)]
     return "\n".join(lines) + "\n"

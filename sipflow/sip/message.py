@@ -47,6 +47,7 @@ class ProblemCode(enum.Enum):
     HEADER_LINE = "sip.bad_header_line"
     UNTERMINATED = "sip.unterminated_headers"
     MISSING_HEADER = "sip.missing_header"
+    MISSING_MAX_FORWARDS = "sip.missing_max_forwards"
     DUPLICATE_HEADER = "sip.duplicate_header"
     BAD_CSEQ = "sip.bad_cseq"
     CSEQ_METHOD = "sip.cseq_method_mismatch"
@@ -385,7 +386,8 @@ def _check_length(
     headers: Headers, body: bytes, origin: Origin | None, problems: _Problems
 ) -> bytes:
     """RFC 3261 §18.3: the body is Content-Length bytes; extra datagram bytes are discarded."""
-    value = headers.get("content-length")
+    found = headers._index.get("content-length")
+    value = found[0].value if found else None
     if value is None:
         if origin is not None and origin.transport in _STREAM:
             problems.add(
@@ -494,7 +496,7 @@ def _check_presence(index: dict[str, list[Header]], is_request: bool, problems: 
                 )
         if is_request and "max-forwards" not in index:
             problems.add(
-                ProblemCode.MISSING_HEADER,
+                ProblemCode.MISSING_MAX_FORWARDS,
                 "missing mandatory header Max-Forwards (RFC 3261 §8.1.1.6)",
             )
     for key in _SINGLE:

@@ -124,7 +124,7 @@ def parse_uri(text: str) -> Uri:
 
 def _parse_sip_uri(raw: str, scheme: str) -> Uri:
     m = g.sip_uri.fullmatch(raw)
-    if m is not None and g.sip_uri_full.fullmatch(raw):
+    if m is not None and g.sip_uri_full.fullmatch(raw) and int(m.group("port") or 0) <= 65535:
         userinfo = m.group("userinfo")
         user, colon, pw = userinfo.partition(":") if userinfo is not None else (None, "", "")
         port = m.group("port")
@@ -157,7 +157,9 @@ def _userinfo(userinfo: str | None, raw: str) -> tuple[str | None, str | None]:
         return None, None
     user, colon, password = userinfo.partition(":")
     if not g.user.fullmatch(user):
-        raise ParseError("SIP-URI", f"bad user part {user[:40]!r} in {raw[:80]!r} (§25.1 user)")
+        raise ParseError(
+            "SIP-URI", f"bad user part {user[:40]!r} in {raw[:80]!r} (RFC 3261 §25.1 user)"
+        )
     if colon and not g.password.fullmatch(password):
         raise ParseError("SIP-URI", f"bad password in {raw[:80]!r} (RFC 3261 §25.1 password)")
     return user, (password if colon else None)

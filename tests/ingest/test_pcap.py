@@ -198,12 +198,12 @@ def feature_file() -> tuple[bytes, list[int], list[int]]:
     f += block(le, 0x99, b"unknown")  # a block type nobody defined
     f += epb(le, 2, (1_700_000_000 << 20) + (1 << 19), ETH)  # 2^-20 s units: .5 s
     f += block(le, 4, b"\0\0\0\0")  # NRB (empty)
-    f += shb(be) + idb(be, 113, tsresol=3)
+    f += shb(be) + idb(be, 113, tsresol=3) + idb(be, 1, tsresol=3)
     f += block(be, 3, struct.pack(be + "I", 16 + 14) + bytes(16) + b"\x08\x00" + bytes(12))
     f += epb(be, 0, 1_700_000_001_500, bytes(16))
     # obsolete Packet Block (pcapng §4.3... Appendix A): iface u16, drops u16, ts, lens
     t = 1_700_000_002_000
-    pb = struct.pack(be + "HHIIII", 0, 0, t >> 32, t & 0xFFFFFFFF, 16, 16) + bytes(16)
+    pb = struct.pack(be + "HHIIII", 1, 0, t >> 32, t & 0xFFFFFFFF, 16, 16) + bytes(16)
     f += block(be, 2, pb)
     ts = [
         1_700_000_000_123_456_000,
@@ -213,7 +213,7 @@ def feature_file() -> tuple[bytes, list[int], list[int]]:
         1_700_000_001_500_000_000,
         1_700_000_002_000_000_000,
     ]
-    return f, ts, [1, 101, 1, 113, 113, 113]
+    return f, ts, [1, 101, 1, 113, 113, 1]
 
 
 def test_pcapng_features(tmp_path: Path) -> None:

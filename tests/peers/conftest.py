@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from harness import PeerError, Run, Scenario, missing_tools, run_scenario
+from peers.harness import PeerError, Run, Scenario, missing_tools, run_scenario
 
 
 @pytest.fixture(scope="session")
@@ -15,6 +16,8 @@ def peer_runner(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Scenario]
     missing = missing_tools()
     if missing:
         pytest.skip(f"real peers not installed: {', '.join(missing)} (make deb)")
+    if os.geteuid() != 0:
+        pytest.skip("capturing on lo with tcpdump/dumpcap needs root")
     workdir: Path = tmp_path_factory.mktemp("peers")
     done: dict[str, Run | PeerError] = {}
 

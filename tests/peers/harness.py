@@ -23,14 +23,17 @@ import socket
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 KAMAILIO_CFG = Path(__file__).resolve().parent / "kamailio" / "proxy.cfg.in"
-KAMAILIO_MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+KAMAILIO_MODULES = next(
+    (str(p) + "/" for p in sorted(Path("/usr/lib").glob("*/kamailio/modules")) if p.is_dir()),
+    "/usr/lib/x86_64-linux-gnu/kamailio/modules/",
+)
 PEER_TOOLS = ("sipp", "tcpdump", "dumpcap", "tshark", "kamailio")
 
 # Ports: one block of 4 per scenario run (UAS, UAC, proxy, media), from this range.
@@ -93,10 +96,10 @@ class Proc:
         return self.out.read_text(errors="replace") + self.err.read_text(errors="replace")
 
 
-def wait_for(predicate: object, timeout: float, what: str) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(0.02)
     raise PeerError(f"timed out after {timeout} s waiting for {what}")
@@ -389,6 +392,18 @@ def capture_span(path: Path) -> tuple[float, float]:
     return float(cols[-2]), float(cols[-1])
 
 
+def tcp_streams(path: Path) -> int:
+    """Number of TCP connections in a capture (tshark's tcp.stream index)."""
+    r = subprocess.run(
+        ["tshark", "-n", "-r", str(path), "-Y", "tcp", "-T", "fields", "-e", "tcp.stream"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return len(set(r.stdout.split()))
+
+
 def tcp_segment_profile(path: Path) -> tuple[int, int, int]:
     """(segments with payload, segments holding 2+ SIP messages, segments starting
     mid-message) of all TCP payloads, by looking at the bytes tshark extracts."""
@@ -483,6 +498,11 @@ def _scenario_file(xml: str, variables: tuple[tuple[str, str], ...], wd: Path) -
     return out
 
 
+def _media_port(block_media: int, role: str) -> int:
+    """SIPp's RTP echo ports (-mp N binds N and N+2), kept out of the SIP port range."""
+    return 20000 + (block_media - PORT_FIRST) * 10 + (0 if role == "uac" else 4)
+
+
 def _sipp_argv(sc: Scenario, role: str, ports: tuple[int, ...], wd: Path) -> list[str]:
     uas_port, uac_port, proxy_port, media = ports
     host = "::1" if sc.ipv6 else "127.0.0.1"
@@ -496,7 +516,7 @@ def _sipp_argv(sc: Scenario, role: str, ports: tuple[int, ...], wd: Path) -> lis
         "-p",
         str(uac_port if role == "uac" else uas_port),
         "-mp",
-        str(media + (0 if role == "uac" else 100)),
+        str(_media_port(media, role)),
         "-t",
         "u1" if sc.transport == "udp" else "t1",
         "-m",

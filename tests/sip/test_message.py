@@ -56,38 +56,52 @@ def test_clean_invite() -> None:
 
 
 def test_response_and_empty_reason() -> None:
-    msg = parse_message(INVITE.replace(b"INVITE sip:bob@biloxi.example.com SIP/2.0", b"SIP/2.0 180 "))
+    msg = parse_message(
+        INVITE.replace(b"INVITE sip:bob@biloxi.example.com SIP/2.0", b"SIP/2.0 180 ")
+    )
     assert isinstance(msg, SipResponse)
     assert (msg.status, msg.reason, msg.is_request) == (180, "", False)
     assert "sip.missing_header" not in {c.value for c in msg.problem_codes}  # no Max-F. rule
 
 
 def test_not_sip_raises_parse_error() -> None:
-    for junk in (b"", b"\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x00\x01\x02",
-                 b"SIP/2.0 20 OK\r\n\r\n", b"SIP/2.0 099 Low\r\n\r\n", b"SIP/2.0 700 High\r\n\r\n",
-                 b"INVITE sip:a@b\r\n\r\n"):
+    for junk in (
+        b"",
+        b"\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\x00\x01\x02",
+        b"SIP/2.0 20 OK\r\n\r\n",
+        b"SIP/2.0 099 Low\r\n\r\n",
+        b"SIP/2.0 700 High\r\n\r\n",
+        b"INVITE sip:a@b\r\n\r\n",
+    ):
         with pytest.raises(ParseError):
             parse_message(junk)
 
 
 def test_folding_compact_forms_and_case() -> None:
-    data = (b"OPTIONS sip:a@example.com SIP/2.0\r\n"
-            b"v: SIP/2.0/UDP h1.example.com;branch=z9hG4bK1,\r\n"
-            b"\tSIP/2.0/TCP [2001:db8::1]:5061;branch=z9hG4bK2;received=2001:db8::9;rport=5062\r\n"
-            b"i:   \r\n  folded-call-id\r\n"
-            b"s: folded\r\n\t  subject\r\n"
-            b"f: <sip:x@example.com>;tag=ab\r\n"
-            b"T: sip:y@example.com\r\n"
-            b"cSeQ: 7 OPTIONS\r\n"
-            b"MAX-FORWARDS: 5\r\n"
-            b"l: 0\r\n\r\n")
+    data = (
+        b"OPTIONS sip:a@example.com SIP/2.0\r\n"
+        b"v: SIP/2.0/UDP h1.example.com;branch=z9hG4bK1,\r\n"
+        b"\tSIP/2.0/TCP [2001:db8::1]:5061;branch=z9hG4bK2;received=2001:db8::9;rport=5062\r\n"
+        b"i:   \r\n  folded-call-id\r\n"
+        b"s: folded\r\n\t  subject\r\n"
+        b"f: <sip:x@example.com>;tag=ab\r\n"
+        b"T: sip:y@example.com\r\n"
+        b"cSeQ: 7 OPTIONS\r\n"
+        b"MAX-FORWARDS: 5\r\n"
+        b"l: 0\r\n\r\n"
+    )
     msg = parse_message(data)
     assert msg.problems == ()
     assert msg.call_id == "folded-call-id"
     assert msg.headers.get("Subject") == "folded subject"
     assert [v.sent_by for v in msg.vias] == ["h1.example.com", "[2001:db8::1]:5061"]
     assert (msg.vias[1].received, msg.vias[1].rport, msg.vias[1].transport) == (
-        "2001:db8::9", 5062, "TCP")
+        "2001:db8::9",
+        5062,
+        "TCP",
+    )
     assert msg.headers.count("via") == 1 and len(msg.headers.get_all("Via")) == 2
     assert serialise(msg) == data
 
@@ -108,7 +122,8 @@ def test_content_length_rules_for_datagrams() -> None:
     assert _codes(short) == {ProblemCode.CONTENT_LENGTH_MISMATCH}
     assert parse_message(short).body == b"v="
     assert _codes(INVITE.replace(b"Content-Length: 4", b"Content-Length: four")) == {
-        ProblemCode.BAD_CONTENT_LENGTH}
+        ProblemCode.BAD_CONTENT_LENGTH
+    }
 
 
 def test_missing_content_length_matters_on_streams_only() -> None:
@@ -163,8 +178,16 @@ def test_origin_and_ts() -> None:
 
 # --- real captures against tshark ------------------------------------------------------------
 
-FIELDS = ("frame.number", "udp.payload", "sip.Call-ID", "sip.CSeq.seq", "sip.CSeq.method",
-          "sip.from.tag", "sip.to.tag", "sip.Via.branch")
+FIELDS = (
+    "frame.number",
+    "udp.payload",
+    "sip.Call-ID",
+    "sip.CSeq.seq",
+    "sip.CSeq.method",
+    "sip.from.tag",
+    "sip.to.tag",
+    "sip.Via.branch",
+)
 CAPTURES = (
     "goffinet__SIP-Call-with-Proxy-Server.pcap",
     "goffinet__private-test-sip.pcapng",  # IPv4-fragmented INVITE
@@ -180,8 +203,15 @@ CAPTURES = (
     "voipshark__SIP-RTP-Normal_Call_two_parties.pcap",
     "zeek__invalid-content-length.pcap",
 )
-_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
-            "\v": "\\v"}
+_ESCAPES = {
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+}
 
 
 @cache
@@ -190,8 +220,18 @@ def _tshark_rows(name: str) -> list[list[str]]:
         pytest.skip(f"{PCAPS} is absent (../shared corpus not on this machine)")
     if shutil.which("tshark") is None:
         pytest.skip("tshark is not installed")
-    argv = ["tshark", "-n", "-r", str(PCAPS / name), "-Y", "sip && udp", "-T", "fields",
-            "-E", "separator=|"]
+    argv = [
+        "tshark",
+        "-n",
+        "-r",
+        str(PCAPS / name),
+        "-Y",
+        "sip && udp",
+        "-T",
+        "fields",
+        "-E",
+        "separator=|",
+    ]
     for f in FIELDS:
         argv += ["-e", f]
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=120).stdout
@@ -217,8 +257,13 @@ def test_capture_agrees_with_tshark(name: str) -> None:
         assert serialise(msg) == data, frame
         first = [v.split(",")[0] for v in (call_id, seq, method, ftag, ttag)]
         cseq = msg.cseq
-        got = [_as_tshark(msg.call_id), str(cseq.seq) if cseq else "",
-               cseq.method if cseq else "", _as_tshark(msg.from_tag), _as_tshark(msg.to_tag)]
+        got = [
+            _as_tshark(msg.call_id),
+            str(cseq.seq) if cseq else "",
+            cseq.method if cseq else "",
+            _as_tshark(msg.from_tag),
+            _as_tshark(msg.to_tag),
+        ]
         assert got == first, f"{name} frame {frame}: {msg.problems}"
         ours = msg.top_via.branch if msg.top_via and msg.top_via.branch else ""
         theirs = branches.split(",")[0]
@@ -236,6 +281,9 @@ def test_capture_problems_are_the_real_defects() -> None:
         "heplify__sip_ipv6_udp.pcap": ProblemCode.BAD_URI,
     }
     for name, code in expect.items():
-        found = {c for row in _tshark_rows(name)
-                 for c in parse_message(bytes.fromhex(row[1].split(",")[-1])).problem_codes}
+        found = {
+            c
+            for row in _tshark_rows(name)
+            for c in parse_message(bytes.fromhex(row[1].split(",")[-1])).problem_codes
+        }
         assert code in found, name

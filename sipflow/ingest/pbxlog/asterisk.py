@@ -1,0 +1,140 @@
+"""Asterisk logs: ``pjsip set logger on`` and chan_sip ``sip set debug on`` dumps, and
+channel lines (Executing, allocated/destroying, hangup cause).
+
+How this works: a dump starts with one of
+
+    <--- Received SIP request (541 bytes) from UDP:127.0.0.1:5061 --->      (res_pjsip_logger)
+    <--- Transmitting SIP response (0 bytes) to TLS:[2001:db8::1]:5061 --->
+    <--- SIP read from UDP:10.24.17.254:37509 --->                           (chan_sip)
+    <--- Transmitting (no NAT) to 10.24.17.254:37509 --->
+    <--- Reliably Transmitting (NAT) to 10.24.17.254:37509 --->
+    Reliably Transmitting (no NAT) to 10.24.18.138:5060:
+
+optionally behind a ``[2024-01-22 13:35:21.048] VERBOSE[1234] file.c:`` prefix. The message
+follows unprefixed; its body is cut by Content-Length (chan_sip also ends a dump with a
+``<------------->`` line, which is consumed). chan_sip does not log the transport of sent
+messages; UDP is assumed (the message's Via still tells). Timestamps come from the
+bracketed prefix of the nearest line above; the ``[Jan 22 13:35:21]`` form has no year and
+is read in 1970.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sipflow.ingest.pbxlog.common import Head, Spec, host_port, iso_ts, syslog_ts, transport_of
+from sipflow.ingest.pbxlog.types import ChannelEvent, EventKind
+
+_PJSIP = re.compile(
+    r"<--- (?P<dir>Received|Transmitting) SIP (?:request|response) \((?P<n>\d+) bytes\) "
+    r"(?:from|to) (?P<proto>[A-Za-z]+):(?P<addr>\S+?) --->\s*$"
+)
+_CHANSIP = re.compile(
+    r"(?:<--- )?(?P<dir>SIP read from|(?:Reliably )?Transmitting)(?: \((?:no )?NAT\))?"
+    r"(?: to| from)? (?:(?P<proto>[A-Za-z]+):)?(?P<addr>[^\s>]+?)(?: --->|:)\s*$"
+)
+_RECORD = re.compile(r"^\[[^\]]*\d\d:\d\d:\d\d[^\]]*\] ")
+_PATTERNS: tuple[tuple[EventKind, re.Pattern[str]], ...] = (
+    (
+        EventKind.APP_EXEC,
+        re.compile(
+            r"Executing \[(?P<old>[^\]]+)\] (?P<app>\w+)\(\"(?P<ch>[^\"]+)\", \"(?P<args>.*)\"\)"
+        ),
+    ),
+    (EventKind.NEW_CHANNEL, re.compile(r"Channel 0x[0-9a-f]+ '(?P<ch>[^']+)' allocated")),
+    (EventKind.CLOSE, re.compile(r"Channel 0x[0-9a-f]+ '(?P<ch>[^']+)' destroying")),
+    (
+        EventKind.HANGUP,
+        re.compile(r"Spawn extension \((?P<old>[^)]*)\) exited non-zero on '(?P<ch>[^']+)'"),
+    ),
+    (EventKind.ANSWER, re.compile(r"-- (?P<ch>\S+) answered (?P<peer>\S+)")),
+    (EventKind.CALLSTATE_CHANGE, re.compile(r"-- (?P<ch>\S+) is (?P<new>ringing|making progress)")),
+    (EventKind.BRIDGE, re.compile(r"Channel (?P<ch>\S+) joined '(?P<new>[^']+)'")),
+    (EventKind.HANGUP, re.compile(r"AST hangup cause (?P<new>\d+)")),
+)
+_KEYWORDS = re.compile(
+    r"Executing \[|' allocated|' destroying|Spawn extension|answered|is ringing|"
+    r"making progress|joined '|hangup cause"
+)
+_CALL_TAG = re.compile(r"\[(C-[0-9a-f]+)\]")
+
+
+def _addr(text: str, port_default: int = 5060) -> str:
+    return text if text.startswith("[") or text.count(":") <= 1 else f"[{text}]"
+
+
+def header(line: str) -> Head | None:
+    """A pjsip logger or chan_sip dump header, or None."""
+    if "SIP" not in line and "Transmitting" not in line:
+        return None
+    m = _PJSIP.search(line)
+    if m is not None:
+        return Head(
+            direction="recv" if m["dir"] == "Received" else "send",
+            transport=transport_of(m["proto"]),
+            remote=host_port(_addr(m["addr"])),
+            ts=line_ts(line),
+            declared=int(m["n"]),
+        )
+    m = _CHANSIP.search(line)
+    if m is None or not ("<---" in line or line.startswith(("Reliably", "Transmitting"))):
+        return None
+    return Head(
+        direction="recv" if m["dir"] == "SIP read from" else "send",
+        transport=transport_of(m["proto"] or "UDP"),
+        remote=host_port(_addr(m["addr"])),
+        ts=line_ts(line),
+    )
+
+
+def line_ts(line: str) -> int | None:
+    """``[2026-01-22 13:35:21.048]`` or ``[Jan 22 13:35:21]`` at the start of a line."""
+    if not line.startswith("["):
+        return None
+    end = line.find("]")
+    if end < 0:
+        return None
+    stamp = line[1:end]
+    return iso_ts(stamp) if stamp[:1].isdigit() else syslog_ts(stamp, 1970)
+
+
+def event(line: str, number: int) -> ChannelEvent | None:
+    """An Asterisk channel line (see ``_PATTERNS``), or None."""
+    if _KEYWORDS.search(line) is None:
+        return None
+    for kind, pattern in _PATTERNS:
+        m = pattern.search(line)
+        if m is None:
+            continue
+        g = m.groupdict()
+        channel = g.get("ch")
+        if channel is None:
+            tag = _CALL_TAG.search(line)
+            channel = tag[1] if tag else "unknown"
+        new = g.get("new")
+        if kind is EventKind.APP_EXEC:
+            new = f"{g['app']}({g['args']})"
+        return ChannelEvent(
+            -1, channel, None, kind, g.get("old"), new, None, number, line, peer=g.get("peer")
+        )
+    return None
+
+
+def _spec(name: str) -> Spec:
+    return Spec(
+        name=name,
+        header=header,
+        end=re.compile(r"^\s*<-{3,}>\s*$"),
+        record=_RECORD,
+        event=event,
+        line_ts=line_ts,
+        local_name="asterisk",
+    )
+
+
+def pjsip_spec() -> Spec:
+    return _spec("asterisk-pjsip")
+
+
+def chansip_spec() -> Spec:
+    return _spec("asterisk-chansip")

@@ -1,0 +1,703 @@
+"""A lossless SDP model (RFC 8866, formerly RFC 4566) with typed accessors.
+
+How this works: :func:`parse_sdp` splits the body into lines, each kept with its exact
+text and line ending (CRLF, LF, CR or none), so ``serialise(parse_sdp(x)) == x`` byte for
+byte, whatever the input. Each ``<type>=<value>`` line is then read by a parser chosen
+from a table by its type letter (``v o s c t m b``) or, for ``a=`` lines, by attribute
+name (``rtpmap fmtp ptime crypto fingerprint setup candidate group`` ...). A value that does
+not follow its grammar raises :class:`~sipflow.errors.ParseError` inside that parser; here,
+at the model's boundary, it becomes an :class:`SdpProblem` naming the line, and the line
+stays in the model unparsed. Unknown attributes are kept as name/value text.
+
+Lines before the first ``m=`` form the session section; each ``m=`` starts a media
+section (RFC 8866 §5). Media-level accessors (direction, connection, ICE, DTLS) fall back
+to the session level as RFC 8866 §5.7/§6.7, RFC 8839 §5 and RFC 8122 §5 say.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+from sipflow.errors import ParseError
+from sipflow.sdp.srtp import (
+    CryptoAttr,
+    Fingerprint,
+    SetupRole,
+    parse_crypto,
+    parse_fingerprint,
+    parse_setup,
+)
+
+# RFC 3551 §6 table 4/5: static payload types (encoding, clock rate, channels)
+STATIC_PT: dict[int, tuple[str, int, int | None]] = {
+    0: ("PCMU", 8000, 1),
+    3: ("GSM", 8000, 1),
+    4: ("G723", 8000, 1),
+    5: ("DVI4", 8000, 1),
+    6: ("DVI4", 16000, 1),
+    7: ("LPC", 8000, 1),
+    8: ("PCMA", 8000, 1),
+    9: ("G722", 8000, 1),
+    10: ("L16", 44100, 2),
+    11: ("L16", 44100, 1),
+    12: ("QCELP", 8000, 1),
+    13: ("CN", 8000, 1),
+    14: ("MPA", 90000, None),
+    15: ("G728", 8000, 1),
+    16: ("DVI4", 11025, 1),
+    17: ("DVI4", 22050, 1),
+    18: ("G729", 8000, 1),
+    25: ("CelB", 90000, None),
+    26: ("JPEG", 90000, None),
+    28: ("nv", 90000, None),
+    31: ("H261", 90000, None),
+    32: ("MPV", 90000, None),
+    33: ("MP2T", 90000, None),
+    34: ("H263", 90000, None),
+}
+
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")  # RFC 8866 §6.7
+_TYPES = frozenset("vosiuepcbtrzkam")  # RFC 8866 §5 line types (r, k kept for old peers)
+
+
+class Direction(enum.Enum):
+    """Media direction attributes (RFC 8866 §6.7, RFC 3264 §5.1)."""
+
+    SENDRECV = "sendrecv"
+    SENDONLY = "sendonly"
+    RECVONLY = "recvonly"
+    INACTIVE = "inactive"
+
+
+# -- typed values ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """``o=<username> <sess-id> <sess-version> <nettype> <addrtype> <unicast-address>``."""
+
+    username: str
+    sess_id: str
+    sess_version: str
+    nettype: str
+    addrtype: str
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """``c=<nettype> <addrtype> <connection-address>`` with optional /ttl and /count."""
+
+    nettype: str
+    addrtype: str
+    address: str
+    ttl: int | None = None
+    count: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """``t=<start-time> <stop-time>`` (NTP seconds; 0 0 = unbounded)."""
+
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True, slots=True)
+class MediaDesc:
+    """``m=<media> <port>[/<number of ports>] <proto> <fmt> ...`` (RFC 8866 §5.14)."""
+
+    media: str
+    port: int
+    port_count: int | None
+    proto: str
+    fmts: tuple[str, ...]
+
+    @property
+    def payload_types(self) -> tuple[int, ...]:
+        """Formats that are RTP payload type numbers (RTP profiles only)."""
+        if "RTP" not in self.proto.upper():
+            return ()
+        return tuple(int(f) for f in self.fmts if f.isdigit() and int(f) < 128)
+
+
+@dataclass(frozen=True, slots=True)
+class RtpMap:
+    """``a=rtpmap:<pt> <encoding>/<clock>[/<channels>]`` (RFC 8866 §6.6)."""
+
+    pt: int
+    encoding: str
+    clock: int
+    channels: int | None = None
+
+    @property
+    def label(self) -> str:
+        base = f"{self.encoding}/{self.clock}"
+        return f"{base}/{self.channels}" if self.channels and self.channels != 1 else base
+
+    @property
+    def identity(self) -> tuple[str, int, int]:
+        """What makes two rtpmaps the same codec: name (case-insensitive), clock, channels."""
+        return (self.encoding.lower(), self.clock, self.channels or 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Fmtp:
+    """``a=fmtp:<format> <format specific parameters>`` (RFC 8866 §6.15)."""
+
+    fmt: str
+    params: str
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """``a=candidate`` (RFC 8839 §5.1): the fields needed to say where media may flow."""
+
+    foundation: str
+    component: int
+    transport: str
+    priority: int
+    address: str
+    port: int
+    typ: str
+    extra: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """``a=group:<semantics> <mid> ...`` (RFC 5888 §5)."""
+
+    semantics: str
+    mids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rtcp:
+    """``a=rtcp:<port> [<nettype> <addrtype> <address>]`` (RFC 3605 §2.1)."""
+
+    port: int
+    address: str | None = None
+
+
+# -- lines, attributes, problems ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SdpLine:
+    """One line exactly as received: ``text`` without its ending, ``eol`` the ending."""
+
+    index: int
+    """0-based line number."""
+    text: str
+    eol: str
+    type: str
+    """The type letter, or "" when the line is not ``<letter>=<value>``."""
+    value: str
+    parsed: object = None
+    """The typed value (Origin, MediaDesc, ...) when the line parsed, else None."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    """``a=<name>[:<value>]``: name as written, ``key`` lower-cased for look-ups."""
+
+    name: str
+    key: str
+    value: str | None
+    line: int
+    parsed: object = None
+
+
+class ProblemKind(enum.Enum):
+    SYNTAX = "syntax"  # not <type>=<value>
+    VALUE = "value"  # a known field whose value does not follow its grammar
+    STRUCTURE = "structure"  # v= not first, o=/s=/t= missing, unknown type letter
+    BLANK = "blank"  # an empty line (RFC 8866 §5: no blank lines)
+
+
+@dataclass(frozen=True, slots=True)
+class SdpProblem:
+    """Something in the SDP that does not follow RFC 8866; ``line`` is 0-based (-1: none)."""
+
+    kind: ProblemKind
+    line: int
+    text: str
+    detail: str
+
+
+# -- sections -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """The session part or one media part: its lines and attributes, in order."""
+
+    lines: tuple[SdpLine, ...]
+    attributes: tuple[Attribute, ...]
+
+    def attrs(self, key: str) -> list[Attribute]:
+        return [a for a in self.attributes if a.key == key]
+
+    def has(self, key: str) -> bool:
+        return any(a.key == key for a in self.attributes)
+
+    def value(self, key: str) -> str | None:
+        for a in self.attributes:
+            if a.key == key:
+                return a.value
+        return None
+
+    def _parsed(self, key: str) -> list[object]:
+        return [a.parsed for a in self.attributes if a.key == key and a.parsed is not None]
+
+    @property
+    def connection(self) -> Connection | None:
+        for line in self.lines:
+            if line.type == "c" and isinstance(line.parsed, Connection):
+                return line.parsed
+        return None
+
+    @property
+    def direction(self) -> Direction | None:
+        """The direction attribute written in this section (last wins), else None."""
+        found = None
+        for a in self.attributes:
+            if a.key in DIRECTIONS:
+                found = Direction(a.key)
+        return found
+
+    @property
+    def fingerprints(self) -> tuple[Fingerprint, ...]:
+        return tuple(p for p in self._parsed("fingerprint") if isinstance(p, Fingerprint))
+
+    @property
+    def setup(self) -> SetupRole | None:
+        found = [p for p in self._parsed("setup") if isinstance(p, SetupRole)]
+        return found[0] if found else None
+
+    @property
+    def ice_ufrag(self) -> str | None:
+        return self.value("ice-ufrag")
+
+    @property
+    def ice_pwd(self) -> str | None:
+        return self.value("ice-pwd")
+
+
+@dataclass(frozen=True, slots=True)
+class MediaSection(Section):
+    """An ``m=`` line and the lines after it up to the next ``m=``."""
+
+    m: MediaDesc | None = None
+    """None when the m= line itself did not parse."""
+
+    @property
+    def rtpmaps(self) -> dict[int, RtpMap]:
+        return {p.pt: p for p in self._parsed("rtpmap") if isinstance(p, RtpMap)}
+
+    def codec(self, pt: int) -> RtpMap | None:
+        """The rtpmap for ``pt``, or the RFC 3551 static assignment when there is none."""
+        found = self.rtpmaps.get(pt)
+        if found is None and pt in STATIC_PT:
+            name, clock, ch = STATIC_PT[pt]
+            return RtpMap(pt, name, clock, ch)
+        return found
+
+    def fmtp(self, fmt: int | str) -> str | None:
+        for p in self._parsed("fmtp"):
+            if isinstance(p, Fmtp) and p.fmt == str(fmt):
+                return p.params
+        return None
+
+    @property
+    def ptime(self) -> float | None:
+        found = [p for p in self._parsed("ptime") if isinstance(p, float)]
+        return found[0] if found else None
+
+    @property
+    def maxptime(self) -> float | None:
+        found = [p for p in self._parsed("maxptime") if isinstance(p, float)]
+        return found[0] if found else None
+
+    @property
+    def rtcp_mux(self) -> bool:
+        return self.has("rtcp-mux")
+
+    @property
+    def rtcp(self) -> Rtcp | None:
+        found = [p for p in self._parsed("rtcp") if isinstance(p, Rtcp)]
+        return found[0] if found else None
+
+    @property
+    def candidates(self) -> tuple[Candidate, ...]:
+        return tuple(p for p in self._parsed("candidate") if isinstance(p, Candidate))
+
+    @property
+    def crypto(self) -> tuple[CryptoAttr, ...]:
+        return tuple(p for p in self._parsed("crypto") if isinstance(p, CryptoAttr))
+
+    @property
+    def mid(self) -> str | None:
+        return self.value("mid")
+
+
+@dataclass(frozen=True, slots=True)
+class Sdp:
+    """A parsed session description; ``lines`` hold every byte of the input."""
+
+    lines: tuple[SdpLine, ...]
+    session: Section
+    media: tuple[MediaSection, ...]
+    problems: tuple[SdpProblem, ...]
+
+    def _first(self, kind: str) -> object:
+        for line in self.session.lines:
+            if line.type == kind:
+                return line.parsed
+        return None
+
+    @property
+    def version(self) -> str | None:
+        for line in self.session.lines:
+            if line.type == "v":
+                return line.value
+        return None
+
+    @property
+    def origin(self) -> Origin | None:
+        found = self._first("o")
+        return found if isinstance(found, Origin) else None
+
+    @property
+    def session_name(self) -> str | None:
+        for line in self.session.lines:
+            if line.type == "s":
+                return line.value
+        return None
+
+    @property
+    def timing(self) -> Timing | None:
+        found = self._first("t")
+        return found if isinstance(found, Timing) else None
+
+    @property
+    def groups(self) -> tuple[Group, ...]:
+        return tuple(p for p in self.session._parsed("group") if isinstance(p, Group))
+
+    # -- media-level values with the session-level fallback --------------------------------
+
+    def connection_of(self, i: int) -> Connection | None:
+        """RFC 8866 §5.7: a media c= overrides the session c=."""
+        return self.media[i].connection or self.session.connection
+
+    def direction_of(self, i: int) -> Direction:
+        """RFC 8866 §6.7: media level, else session level, else sendrecv."""
+        return self.media[i].direction or self.session.direction or Direction.SENDRECV
+
+    def fingerprints_of(self, i: int) -> tuple[Fingerprint, ...]:
+        return self.media[i].fingerprints or self.session.fingerprints
+
+    def setup_of(self, i: int) -> SetupRole | None:
+        return self.media[i].setup or self.session.setup
+
+    def ice_of(self, i: int) -> bool:
+        """ICE in use on this m-line: ufrag/pwd (either level) or candidates (RFC 8839)."""
+        sec = self.media[i]
+        return bool(
+            sec.ice_ufrag or self.session.ice_ufrag or sec.candidates or sec.has("ice-lite")
+        ) or self.session.has("ice-lite")
+
+    def serialise(self) -> bytes:
+        return serialise(self)
+
+
+def serialise(sdp: Sdp) -> bytes:
+    """The exact bytes the SDP was parsed from."""
+    return "".join(line.text + line.eol for line in sdp.lines).encode("utf-8", "surrogateescape")
+
+
+# -- value parsers (raise ParseError) -------------------------------------------------------
+
+
+def _fields(value: str, n: int, what: str, grammar: str) -> list[str]:
+    parts = value.split()
+    if len(parts) != n:
+        raise ParseError(what, f"expected {grammar}, got {len(parts)} fields")
+    return parts
+
+
+def _int(text: str, what: str) -> int:
+    if not text.isdigit():
+        raise ParseError(what, f"{text[:20]!r} is not a decimal number")
+    return int(text)
+
+
+def _version(value: str) -> object:
+    if value.strip() != "0":  # RFC 8866 §5.1
+        raise ParseError("v=", f"protocol version {value[:10]!r} is not 0")
+    return None
+
+
+def _origin(value: str) -> Origin:
+    g = "'username sess-id sess-version nettype addrtype address' (RFC 8866 §5.2)"
+    return Origin(*_fields(value, 6, "o=", g))
+
+
+def _session_name(value: str) -> object:
+    if not value:  # RFC 8866 §5.3: s= SHOULD carry at least one character (" " or "-")
+        raise ParseError("s=", "empty session name (RFC 8866 §5.3: use 's= ' or 's=-')")
+    return None
+
+
+def _connection(value: str) -> Connection:
+    net, addrtype, addr = _fields(value, 3, "c=", "'nettype addrtype address' (RFC 8866 §5.7)")
+    base, *rest = addr.split("/")
+    if not base or len(rest) > 2:
+        raise ParseError("c=", f"bad connection-address {addr[:40]!r} (RFC 8866 §5.7)")
+    nums = [_int(r, "c=") for r in rest]
+    ttl = nums[0] if nums and addrtype.upper() == "IP4" else None
+    count = nums[-1] if (len(nums) == 2 or (nums and addrtype.upper() == "IP6")) else None
+    return Connection(net, addrtype, base, ttl, count)
+
+
+def _timing(value: str) -> Timing:
+    start, stop = _fields(value, 2, "t=", "'start-time stop-time' (RFC 8866 §5.9)")
+    return Timing(_int(start, "t="), _int(stop, "t="))
+
+
+def _media(value: str) -> MediaDesc:
+    parts = value.split()
+    if len(parts) < 3:
+        raise ParseError("m=", "expected 'media port proto fmt ...' (RFC 8866 §5.14)")
+    port, _, count = parts[1].partition("/")
+    n = _int(count, "m=") if count else None
+    return MediaDesc(parts[0], _int(port, "m="), n, parts[2], tuple(parts[3:]))
+
+
+def _bandwidth(value: str) -> object:
+    kind, colon, bw = value.partition(":")
+    if not colon or not kind or not bw.strip().isdigit():
+        raise ParseError("b=", f"expected 'bwtype:bandwidth' in {value[:30]!r} (RFC 8866 §5.8)")
+    return None
+
+
+_RTPMAP = re.compile(r"(\d{1,3})[ \t]+([^/\s]+)/(\d+)(?:/(\d+))?[ \t]*")
+
+
+def _rtpmap(value: str) -> RtpMap:
+    m = _RTPMAP.fullmatch(value)
+    if m is None:
+        raise ParseError(
+            "rtpmap",
+            f"expected 'payload-type encoding/clock[/channels]' in {value!r} (RFC 8866 §6.6)",
+        )
+    pt = int(m.group(1))
+    if pt > 127:
+        raise ParseError("rtpmap", f"payload type {pt} is not 0-127 (RFC 3550 §5.1)")
+    ch = int(m.group(4)) if m.group(4) else None
+    return RtpMap(pt, m.group(2), int(m.group(3)), ch)
+
+
+def _fmtp(value: str) -> Fmtp:
+    fmt, _, params = value.strip().partition(" ")
+    if not fmt:
+        raise ParseError("fmtp", f"expected 'format parameters' in {value!r} (RFC 8866 §6.15)")
+    return Fmtp(fmt, params.strip())
+
+
+def _ptime(value: str) -> float:
+    try:
+        ms = float(value.strip())
+    except ValueError:
+        raise ParseError("ptime", f"{value[:20]!r} is not a number of ms (RFC 8866 §6.4)") from None
+    if ms <= 0:
+        raise ParseError("ptime", f"{value[:20]!r} is not a positive duration (RFC 8866 §6.4)")
+    return ms
+
+
+def _no_value(value: str) -> object:
+    raise ParseError("attribute", "a property attribute takes no value (RFC 8866 §5.13)")
+
+
+def _token(value: str) -> str:
+    if not value.strip():
+        raise ParseError("attribute", "empty value")
+    return value.strip()
+
+
+def _candidate(value: str) -> Candidate:
+    p = value.split()
+    if len(p) < 8 or p[6].lower() != "typ":
+        raise ParseError(
+            "candidate",
+            "expected 'foundation component transport priority address port typ type' "
+            "(RFC 8839 §5.1)",
+        )
+    comp, prio, port = _int(p[1], "candidate"), _int(p[3], "candidate"), _int(p[5], "candidate")
+    return Candidate(p[0], comp, p[2], prio, p[4], port, p[7], tuple(p[8:]))
+
+
+def _group(value: str) -> Group:
+    p = value.split()
+    if not p:
+        raise ParseError("group", "expected 'semantics mid ...' (RFC 5888 §5)")
+    return Group(p[0], tuple(p[1:]))
+
+
+def _rtcp(value: str) -> Rtcp:
+    p = value.split()
+    if not p or len(p) not in (1, 4):
+        raise ParseError("rtcp", "expected 'port [nettype addrtype address]' (RFC 3605 §2.1)")
+    return Rtcp(_int(p[0], "rtcp"), p[3] if len(p) == 4 else None)
+
+
+_LINE_PARSERS: dict[str, Callable[[str], object]] = {
+    "v": _version,
+    "o": _origin,
+    "s": _session_name,
+    "c": _connection,
+    "t": _timing,
+    "m": _media,
+    "b": _bandwidth,
+}
+
+_ATTR_PARSERS: dict[str, Callable[[str], object]] = {
+    "rtpmap": _rtpmap,
+    "fmtp": _fmtp,
+    "ptime": _ptime,
+    "maxptime": _ptime,
+    "crypto": parse_crypto,
+    "fingerprint": parse_fingerprint,
+    "setup": parse_setup,
+    "candidate": _candidate,
+    "group": _group,
+    "mid": _token,
+    "ice-ufrag": _token,
+    "ice-pwd": _token,
+    "rtcp": _rtcp,
+}
+# property attributes (no value): RFC 8866 §6.7 directions, RFC 5761 §5.1.3 rtcp-mux
+_FLAGS = frozenset(DIRECTIONS) | {"rtcp-mux", "ice-lite"}
+
+
+# -- parsing --------------------------------------------------------------------------------
+
+_LINE = re.compile(r"([^\r\n]*)(\r\n|\n|\r|)")
+_TYPE_VALUE = re.compile(r"([A-Za-z])=(.*)", re.S)
+
+
+class _Builder:
+    """Collects lines into sections while parsing."""
+
+    def __init__(self) -> None:
+        self.lines: list[SdpLine] = []
+        self.problems: list[SdpProblem] = []
+        self.sections: list[tuple[list[SdpLine], list[Attribute], MediaDesc | None]] = [
+            ([], [], None)
+        ]
+
+    def problem(self, kind: ProblemKind, line: SdpLine | None, detail: str) -> None:
+        idx, text = (line.index, line.text) if line is not None else (-1, "")
+        self.problems.append(SdpProblem(kind, idx, text, detail))
+
+    def add(self, index: int, text: str, eol: str) -> None:
+        m = _TYPE_VALUE.fullmatch(text)
+        if m is None:
+            line = SdpLine(index, text, eol, "", text)
+            kind = ProblemKind.BLANK if not text.strip() else ProblemKind.SYNTAX
+            why = "empty line" if kind is ProblemKind.BLANK else "not '<type>=<value>'"
+            self.problem(kind, line, f"{why} (RFC 8866 §5)")
+            self._keep(line, None)
+            return
+        kind_letter, value = m.group(1), m.group(2)
+        line = SdpLine(index, text, eol, kind_letter, value)
+        if kind_letter == "a":
+            self._keep(line, self._attribute(line))
+            return
+        if kind_letter not in _TYPES:
+            self.problem(ProblemKind.STRUCTURE, line, f"unknown line type {kind_letter!r}")
+        parser = _LINE_PARSERS.get(kind_letter)
+        if parser is not None:
+            try:
+                line = _with_parsed(line, parser(value))
+            except ParseError as e:
+                self.problem(ProblemKind.VALUE, line, str(e))
+        if isinstance(line.parsed, MediaDesc) and not line.parsed.fmts:
+            # kept as an m-line (a rejected stream often looks like this), but reported
+            self.problem(ProblemKind.VALUE, line, "m=: no media formats (RFC 8866 §5.14)")
+        self._keep(line, None)
+
+    def _attribute(self, line: SdpLine) -> Attribute:
+        name, colon, value = line.value.partition(":")
+        key = name.strip().lower()
+        attr = Attribute(name, key, value if colon else None, line.index)
+        parser = _ATTR_PARSERS.get(key)
+        try:
+            if key in _FLAGS and colon:
+                _no_value(value)
+            if parser is not None:
+                if not colon:
+                    raise ParseError(key, f"a={name} needs a value (RFC 8866 §5.13)")
+                return Attribute(name, key, value, line.index, parser(value))
+        except ParseError as e:
+            self.problem(ProblemKind.VALUE, line, str(e))
+        return attr
+
+    def _keep(self, line: SdpLine, attr: Attribute | None) -> None:
+        self.lines.append(line)
+        if line.type == "m":
+            media = line.parsed if isinstance(line.parsed, MediaDesc) else None
+            self.sections.append(([], [], media))
+        lines, attrs, _ = self.sections[-1]
+        lines.append(line)
+        if attr is not None:
+            attrs.append(attr)
+
+    def finish(self) -> Sdp:
+        self._structure()
+        (s_lines, s_attrs, _), *media = self.sections
+        session = Section(tuple(s_lines), tuple(s_attrs))
+        sections = tuple(MediaSection(tuple(ls), tuple(at), m) for ls, at, m in media)
+        return Sdp(tuple(self.lines), session, sections, tuple(self.problems))
+
+    def _structure(self) -> None:
+        """RFC 8866 §5: v= first; o=, s= and t= present (blank trailing lines aside)."""
+        real = [line for line in self.lines if line.type]
+        if not real:
+            self.problem(ProblemKind.STRUCTURE, None, "no '<type>=<value>' line at all")
+            return
+        if real[0].type != "v":
+            self.problem(ProblemKind.STRUCTURE, real[0], "the first line is not v= (RFC 8866 §5)")
+        session = {line.type for line in self.sections[0][0]}
+        missing = [t for t in "ost" if t not in session]
+        if missing:
+            names = ", ".join(f"{t}=" for t in missing)
+            self.problem(ProblemKind.STRUCTURE, None, f"session part lacks {names} (RFC 8866 §5)")
+
+
+def _with_parsed(line: SdpLine, parsed: object) -> SdpLine:
+    if parsed is None:
+        return line
+    return SdpLine(line.index, line.text, line.eol, line.type, line.value, parsed)
+
+
+@lru_cache(maxsize=4096)
+def parse_sdp(data: bytes) -> Sdp:
+    """Parse an SDP body. Never raises: what does not follow RFC 8866 is in ``problems``."""
+    text = data.decode("utf-8", "surrogateescape")
+    b = _Builder()
+    pos, index, end = 0, 0, len(text)
+    while pos < end:
+        m = _LINE.match(text, pos)
+        assert m is not None  # the pattern matches the empty string
+        line_text, eol = m.group(1), m.group(2)
+        if not eol and not line_text:
+            break
+        b.add(index, line_text, eol)
+        index += 1
+        pos = m.end()
+    return b.finish()
