@@ -21,6 +21,8 @@ from sipflow.engine.local import SourceResult, source_messages
 from sipflow.engine.merge import drop_duplicates, merge_timeline
 from sipflow.errors import InputError
 from sipflow.findings import Finding, Severity
+from sipflow.ingest import pbxlog
+from sipflow.ingest.pbxlog import ChannelEvent
 from sipflow.ingest.types import SourceStats
 from sipflow.sip.message import SipMessage, SipRequest
 from sipflow.trace import ActivitySummary, Trace
@@ -107,6 +109,7 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
     _take(builder.finish(), calls, activity, findings, opts.keep_records)
     for r in results:
         findings[:0] = r.findings
+    events = _channel_events(results)
     return Trace(
         sources=[r.stats for r in results],
         counts_requests=dict(counts.requests),
@@ -121,7 +124,19 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
         finding_list=findings,
         message_list=kept,
         unreadable=[r.stats.path for r in results if "unreadable" in r.stats.skipped],
+        channel_events=events,
     )
+
+
+def _channel_events(results: list[SourceResult]) -> list[ChannelEvent]:
+    """PBX channel events of every log, tied to Call-IDs where the log allows, in time order."""
+    events: list[ChannelEvent] = []
+    for r in results:
+        if r.channel_events:
+            events.extend(pbxlog.link_channels(r.channel_events, r.log_messages))
+            r.log_messages.clear()
+    events.sort(key=lambda e: (e.ts, e.source, e.line))
+    return events
 
 
 def _guarded(path: str, source: int, result: SourceResult) -> Iterator[SipMessage]:

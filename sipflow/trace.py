@@ -19,6 +19,8 @@ from sipflow.findings import Finding
 from sipflow.ingest.types import SourceStats
 from sipflow.sip.message import SipMessage
 
+from sipflow.ingest.pbxlog.types import ChannelEvent
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -88,6 +90,40 @@ class ActivitySummary:
         ]
 
 
+def event_to_dict(e: ChannelEvent) -> dict[str, Any]:
+    """One PBX channel event as in docs/json.md ``channel_events[]``."""
+    return {
+        "ts": seconds(e.ts),
+        "channel": e.channel,
+        "uuid": e.uuid,
+        "kind": e.kind.value,
+        "old": e.old,
+        "new": e.new,
+        "call_id": e.call_id,
+        "peer": e.peer,
+        "link": e.link,
+        "ref": {"source": e.source, "line": e.line},
+    }
+
+
+# Event kinds whose old -> new values make a channel's state sequence.
+_STATE_KINDS = frozenset({"state_change", "callstate_change", "sofia_state", "hangup"})
+
+
+def channel_sequences(events: list[ChannelEvent], call_ids: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Per channel tied to one of ``call_ids``: its state transitions in time order."""
+    wanted = set(call_ids)
+    keys = {(e.source, e.uuid or e.channel) for e in events if e.call_id in wanted}
+    out: dict[tuple[int, str], dict[str, Any]] = {}
+    for e in events:
+        key = (e.source, e.uuid or e.channel)
+        if key not in keys or e.kind.value not in _STATE_KINDS:
+            continue
+        entry = out.setdefault(key, {"channel": e.channel, "uuid": e.uuid, "states": []})
+        entry["states"].append(f"{e.kind.value}:{e.old or ''}->{e.new or ''}")
+    return list(out.values())
+
+
 CALL_FIELDS = (
     "call_ids",
     "caller",
@@ -137,6 +173,7 @@ class Trace:
     finding_list: list[Finding]
     message_list: list[SipMessage] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    channel_events: list[ChannelEvent] = field(default_factory=list)
     _frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     @property
@@ -168,10 +205,16 @@ class Trace:
             "sipflow": __version__,
             "sources": sources,
             "stats": self.stats(),
-            "calls": [call_to_dict(c) for c in self.call_records],
+            "calls": [self._call_dict(c) for c in self.call_records],
             "activity": self.activity.to_list(),
             "findings": [f.to_dict() for f in self.finding_list],
+            "channel_events": [event_to_dict(e) for e in self.channel_events],
         }
+
+    def _call_dict(self, call: CallRecord) -> dict[str, Any]:
+        out = call_to_dict(call)
+        out["channels"] = channel_sequences(self.channel_events, call.call_ids)
+        return out
 
     # -- DataFrames (pandas imported on first use) -------------------------------------
 

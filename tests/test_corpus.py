@@ -63,9 +63,6 @@ KNOWN: dict[str, Known] = {
     ),
 }
 
-# Not intended: sipflow bugs, kept visible until fixed (strict xfail fails once they are).
-BUGS: dict[str, str] = {}
-
 
 def _corpus_files() -> list[Path]:
     if not PCAPS.is_dir():
@@ -107,12 +104,6 @@ def _stats(path: Path) -> dict[str, Any]:
     return stats
 
 
-def _param(name: str) -> Any:
-    if name in BUGS:
-        return pytest.param(name, marks=pytest.mark.xfail(reason=BUGS[name], strict=True))
-    return name
-
-
 def test_corpus_is_there() -> None:
     assert len(FILES) >= 60, sorted(FILES)
 
@@ -129,7 +120,7 @@ def test_analyse_without_traceback(name: str) -> None:
     assert stats["sip_messages"] == total
 
 
-@pytest.mark.parametrize("name", [_param(n) for n in sorted(FILES)])
+@pytest.mark.parametrize("name", sorted(FILES))
 def test_sip_counts_match_tshark(name: str) -> None:
     path = FILES[name]
     ours, theirs = _stats(path), tshark(path)
@@ -145,7 +136,7 @@ def test_sip_counts_match_tshark(name: str) -> None:
 
 
 def test_known_differences_name_real_files() -> None:
-    assert set(KNOWN) | set(BUGS) <= set(FILES)
+    assert set(KNOWN) <= set(FILES)
 
 
 # ---------------------------------------------------------------- the demo capture

@@ -14,19 +14,28 @@ the final exchange at the hop nearest the caller, e.g.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sipflow.errors import ParseError
 from sipflow.findings import Finding, Ref, Severity
+from sipflow.sdp.media import (
+    SDP_COLUMNS,
+    CallMedia,
+    Codec,
+    MediaExchange,
+    MediaLine,
+    dtmf_of,
+    media_exchange,
+    refs_of,
+    sdp_rows,
+)
 from sipflow.sdp.model import Direction, MediaSection, ProblemKind, Sdp, parse_sdp
 from sipflow.sdp.offer_answer import Exchange, Status, message_sdp, track
 from sipflow.sdp.srtp import (
     SETUP_ANSWERS,
     CryptoAttr,
     SetupRole,
-    SrtpMethod,
     is_dtls_proto,
     is_secure_proto,
 )
@@ -35,299 +44,22 @@ from sipflow.sip.message import SipMessage
 if TYPE_CHECKING:
     from sipflow.correlate.calls import CallRecord
 
+__all__ = [
+    "CODES",
+    "DOCUMENT_RULES",
+    "EXCHANGE_RULES",
+    "SDP_COLUMNS",
+    "CallMedia",
+    "Codec",
+    "MediaExchange",
+    "MediaLine",
+    "media_for_call",
+    "sdp_rows",
+]
+
 W, E, NOTE = Severity.WARNING, Severity.ERROR, Severity.INFO
-TELEPHONE_EVENT = "telephone-event"
 DEFAULT_EVENTS = "0-15"  # RFC 4733 §7.1.1: no fmtp means events 0-15
 REJECT_MEDIA = (488, 606)  # RFC 3261 §21.4.26, §21.6.4: the session description is refused
-
-
-# -- values ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Codec:
-    """A media format: RTP payload type with its encoding, or a non-RTP format name."""
-
-    pt: int | None
-    encoding: str
-    clock: int | None = None
-    channels: int | None = None
-
-    @property
-    def label(self) -> str:
-        if self.clock is None:
-            return self.encoding or f"PT {self.pt}"
-        base = f"{self.encoding}/{self.clock}"
-        return f"{base}/{self.channels}" if self.channels and self.channels != 1 else base
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "pt": self.pt,
-            "name": self.encoding,
-            "clock": self.clock,
-            "channels": self.channels,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class MediaLine:
-    """One m-line of an exchange, offer and answer side by side."""
-
-    index: int
-    media: str
-    offer_proto: str
-    answer_proto: str | None
-    offer_addr: str | None
-    """``address:port`` the offerer will receive on (c= and m= port)."""
-    answer_addr: str | None
-    rejected: bool
-    """Answer port 0 (RFC 3264 §6), or no answer at all."""
-    offered: tuple[Codec, ...]
-    codecs: tuple[Codec, ...]
-    """Negotiated: the answer's formats that were also offered, in the answer's order."""
-    ptime: float | None
-    dtmf_pt: int | None
-    dtmf_offer_fmtp: str | None
-    dtmf_answer_fmtp: str | None
-    direction_offer: str
-    direction_answer: str | None
-    rtcp_mux: bool
-    """Both sides listed a=rtcp-mux (RFC 5761 §5.1.1)."""
-    ice: bool
-    srtp: SrtpMethod
-    crypto: CryptoAttr | None
-    """The answer's crypto line (keys are never kept)."""
-    setup: str | None
-    """DTLS ``offer-setup/answer-setup``, e.g. ``actpass/active``."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "media": self.media,
-            "rejected": self.rejected,
-            "proto": {"offer": self.offer_proto, "answer": self.answer_proto},
-            "addr": {"offer": self.offer_addr, "answer": self.answer_addr},
-            "offered": [c.to_dict() for c in self.offered],
-            "codecs": [c.to_dict() for c in self.codecs],
-            "ptime": self.ptime,
-            "dtmf": {
-                "pt": self.dtmf_pt,
-                "offer_fmtp": self.dtmf_offer_fmtp,
-                "answer_fmtp": self.dtmf_answer_fmtp,
-            },
-            "direction": {"offer": self.direction_offer, "answer": self.direction_answer},
-            "rtcp_mux": self.rtcp_mux,
-            "ice": self.ice,
-            "srtp": {
-                "method": self.srtp.value,
-                "suite": self.crypto.suite if self.crypto else None,
-                "tag": self.crypto.tag if self.crypto else None,
-                "params": self.crypto.to_dict() if self.crypto else None,
-                "setup": self.setup,
-            },
-        }
-
-    def summary(self) -> str:
-        if self.rejected:
-            return f"{self.media} rejected"
-        head = self.codecs[0].label if self.codecs else "no common codec"
-        if self.ptime:
-            head += f" {self.ptime:g}ms"
-        parts = [head if self.media == "audio" else f"{self.media} {head}"]
-        if self.dtmf_pt is not None:
-            parts.append(f"DTMF {self.dtmf_pt}")
-        if self.srtp is SrtpMethod.SDES and self.crypto is not None:
-            parts.append(f"SRTP {self.crypto.suite} tag {self.crypto.tag}")
-        elif self.srtp is SrtpMethod.DTLS:
-            parts.append("DTLS-SRTP")
-        if self.direction_answer and self.direction_answer != "sendrecv":
-            parts.append(self.direction_answer)
-        return ", ".join(parts)
-
-
-@dataclass(frozen=True, slots=True)
-class MediaExchange:
-    """One offer/answer exchange on one leg."""
-
-    leg: str
-    nearest: bool
-    """On the hop nearest the caller (fewest Vias on its INVITE)."""
-    method: str
-    offer_in: str
-    answer_in: str | None
-    offerer: str
-    status: str
-    final_status: int | None
-    offer_frames: tuple[Ref, ...]
-    answer_frames: tuple[Ref, ...]
-    lines: tuple[MediaLine, ...]
-
-    def summary(self) -> str:
-        if self.status != Status.ANSWERED.value:
-            offered = ", ".join(dict.fromkeys(c.label for ln in self.lines for c in ln.offered))
-            what = f"{self.status} {self.final_status}" if self.final_status else self.status
-            return f"{what} (offered {offered or 'nothing'})"
-        if not self.lines:
-            return "no media streams"
-        accepted = [ln.summary() for ln in self.lines if not ln.rejected]
-        return "; ".join(accepted) if accepted else "all streams rejected"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "leg": self.leg,
-            "nearest_caller": self.nearest,
-            "method": self.method,
-            "offer_in": self.offer_in,
-            "answer_in": self.answer_in,
-            "offerer": self.offerer,
-            "status": self.status,
-            "final_status": self.final_status,
-            "offer_frames": [_ref_dict(r) for r in self.offer_frames],
-            "answer_frames": [_ref_dict(r) for r in self.answer_frames],
-            "summary": self.summary(),
-            "streams": [ln.to_dict() for ln in self.lines],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class CallMedia:
-    """What the SDP of one call negotiated, and the findings about it."""
-
-    exchanges: tuple[MediaExchange, ...]
-    findings: tuple[Finding, ...]
-    summary: str
-    skipped: tuple[tuple[str, int], ...] = ()
-    """SDP bodies seen where no offer/answer can be, by reason."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "summary": self.summary,
-            "exchanges": [x.to_dict() for x in self.exchanges],
-            "skipped": dict(self.skipped),
-        }
-
-
-def _ref_dict(r: Ref) -> dict[str, int]:
-    return {"source": r.source, "frame": r.frame}
-
-
-# -- building the media view ----------------------------------------------------------------
-
-
-def _refs(msgs: Iterable[SipMessage]) -> tuple[Ref, ...]:
-    out: dict[Ref, None] = {}
-    for m in msgs:
-        o = m.origin
-        if o is not None and o.frames:
-            out[Ref(o.source, o.frames[-1])] = None
-    return tuple(out)
-
-
-def _codec(sec: MediaSection, fmt: str) -> Codec:
-    if sec.m is None or not sec.m.payload_types or not fmt.isdigit():
-        return Codec(None, fmt)
-    pt = int(fmt)
-    rm = sec.codec(pt)
-    return Codec(pt, "", None) if rm is None else Codec(pt, rm.encoding, rm.clock, rm.channels)
-
-
-def _codecs(sec: MediaSection) -> tuple[Codec, ...]:
-    return tuple(_codec(sec, f) for f in sec.m.fmts) if sec.m is not None else ()
-
-
-def _identity(c: Codec) -> tuple[str, int | None, int]:
-    if c.clock is None:
-        return (c.encoding.lower() or f"pt{c.pt}", None, 0)
-    return (c.encoding.lower(), c.clock, c.channels or 1)
-
-
-def _addr(sdp: Sdp, i: int) -> str | None:
-    sec = sdp.media[i]
-    conn = sdp.connection_of(i)
-    if sec.m is None:
-        return None
-    host = conn.address if conn is not None else "?"
-    return f"[{host}]:{sec.m.port}" if ":" in host else f"{host}:{sec.m.port}"
-
-
-def _dtmf(sec: MediaSection) -> tuple[int | None, str | None]:
-    for rm in sec.rtpmaps.values():
-        if rm.encoding.lower() == TELEPHONE_EVENT and sec.m and rm.pt in sec.m.payload_types:
-            return rm.pt, sec.fmtp(rm.pt)
-    return None, None
-
-
-def _srtp(offer: Sdp, answer: Sdp | None, i: int) -> tuple[SrtpMethod, CryptoAttr | None]:
-    side = answer if answer is not None else offer
-    sec = side.media[i]
-    proto = sec.m.proto if sec.m else ""
-    if is_dtls_proto(proto) or (side.fingerprints_of(i) and is_secure_proto(proto)):
-        return SrtpMethod.DTLS, None
-    if sec.crypto:
-        return SrtpMethod.SDES, sec.crypto[0] if answer is not None else None
-    return SrtpMethod.NONE, None
-
-
-def _setup(offer: Sdp, answer: Sdp | None, i: int) -> str | None:
-    a = offer.setup_of(i)
-    b = answer.setup_of(i) if answer is not None and i < len(answer.media) else None
-    if a is None and b is None:
-        return None
-    return f"{a.value if a else '-'}/{b.value if b else '-'}"
-
-
-def _line(ex: Exchange, i: int) -> MediaLine:
-    offer, answer = ex.offer, ex.answer
-    osec = offer.media[i]
-    asec = answer.media[i] if answer is not None and i < len(answer.media) else None
-    ans = answer if asec is not None else None
-    offered = _codecs(osec)
-    rejected = asec is None or asec.m is None or asec.m.port == 0
-    codecs: tuple[Codec, ...] = ()
-    if asec is not None and not rejected:
-        want = {_identity(c) for c in offered}
-        codecs = tuple(c for c in _codecs(asec) if _identity(c) in want)
-    dtmf_o, fmtp_o = _dtmf(osec)
-    dtmf_a, fmtp_a = _dtmf(asec) if asec is not None else (None, None)
-    method, crypto = _srtp(offer, ans, i)
-    return MediaLine(
-        index=i,
-        media=osec.m.media if osec.m else "?",
-        offer_proto=osec.m.proto if osec.m else "?",
-        answer_proto=asec.m.proto if asec is not None and asec.m else None,
-        offer_addr=_addr(offer, i),
-        answer_addr=_addr(ans, i) if ans is not None else None,
-        rejected=rejected,
-        offered=offered,
-        codecs=codecs,
-        ptime=(asec.ptime if asec is not None else None) or osec.ptime,
-        dtmf_pt=dtmf_a if asec is not None else dtmf_o,
-        dtmf_offer_fmtp=fmtp_o,
-        dtmf_answer_fmtp=fmtp_a,
-        direction_offer=offer.direction_of(i).value,
-        direction_answer=ans.direction_of(i).value if ans is not None else None,
-        rtcp_mux=osec.rtcp_mux and asec is not None and asec.rtcp_mux,
-        ice=offer.ice_of(i) or (ans is not None and ans.ice_of(i)),
-        srtp=method,
-        crypto=crypto,
-        setup=_setup(offer, ans, i),
-    )
-
-
-def _exchange(ex: Exchange, nearest: bool) -> MediaExchange:
-    return MediaExchange(
-        leg=ex.leg,
-        nearest=nearest,
-        method=ex.method,
-        offer_in=ex.offer_in,
-        answer_in=ex.answer_in,
-        offerer=ex.offerer.value,
-        status=ex.status.value,
-        final_status=ex.final.status if ex.final is not None else None,
-        offer_frames=_refs(ex.offer_msgs),
-        answer_frames=_refs(ex.answer_msgs),
-        lines=tuple(_line(ex, i) for i in range(len(ex.offer.media))),
-    )
 
 
 # -- rules on one SDP body ------------------------------------------------------------------
@@ -408,7 +140,7 @@ ExRule = Callable[[Exchange], list[Finding]]
 
 
 def _both(ex: Exchange) -> tuple[Ref, ...]:
-    return _refs(ex.offer_msgs) + _refs(ex.answer_msgs)
+    return refs_of(ex.offer_msgs) + refs_of(ex.answer_msgs)
 
 
 def _where(ex: Exchange) -> str:
@@ -456,8 +188,8 @@ def rule_codec_not_offered(ex: Exchange) -> list[Finding]:
     """sdp.answer_codec_not_offered: the answer lists formats the offer did not."""
     out = []
     for i, o, a in _accepted(ex):
-        offered = {_identity(c) for c in _codecs(o)}
-        extra = [c for c in _codecs(a) if _identity(c) not in offered]
+        offered = {c.identity for c in o.formats}
+        extra = [c for c in a.formats if c.identity not in offered]
         if not extra:
             continue
         none_common = len(extra) == len(a.m.fmts) if a.m else False
@@ -475,9 +207,9 @@ def rule_pt_remapped(ex: Exchange) -> list[Finding]:
     """sdp.payload_type_remapped: one codec, a different dynamic payload type in the answer."""
     out = []
     for i, o, a in _accepted(ex):
-        by_id = {_identity(c): c.pt for c in _codecs(o) if c.clock is not None}
-        for c in _codecs(a):
-            pt = by_id.get(_identity(c))
+        by_id = {c.identity: c.pt for c in o.formats if c.clock is not None}
+        for c in a.formats:
+            pt = by_id.get(c.identity)
             if c.clock is None or pt is None or pt == c.pt:
                 continue
             text = (
@@ -494,8 +226,8 @@ def rule_te_one_side(ex: Exchange) -> list[Finding]:
     for i, o, a in _accepted(ex):
         if o.m is None or o.m.media.lower() != "audio":
             continue
-        po, _ = _dtmf(o)
-        pa, _ = _dtmf(a)
+        po, _ = dtmf_of(o)
+        pa, _ = dtmf_of(a)
         if (po is None) == (pa is None):
             continue
         side = "offer" if pa is None else "answer"
@@ -526,8 +258,8 @@ def rule_te_mismatch(ex: Exchange) -> list[Finding]:
     """sdp.telephone_event_mismatch: offer and answer list different event ranges."""
     out = []
     for i, o, a in _accepted(ex):
-        po, fo = _dtmf(o)
-        pa, fa = _dtmf(a)
+        po, fo = dtmf_of(o)
+        pa, fa = dtmf_of(a)
         if po is None or pa is None or _events(fo) == _events(fa):
             continue
         text = (
@@ -612,7 +344,7 @@ def rule_sdes_best_effort(ex: Exchange) -> list[Finding]:
             f"m-line {i + 1}: crypto offered on {sec.m.proto} (best-effort SRTP): the media "
             f"may flow unencrypted ({_where(ex)})"
         )
-        refs = _refs(ex.offer_msgs)
+        refs = refs_of(ex.offer_msgs)
         out.append(Finding("sdp.sdes_best_effort", NOTE, text, "RFC 8643 §3", refs))
     return out
 
@@ -640,9 +372,9 @@ def rule_dtls_setup(ex: Exchange) -> list[Finding]:
 def rule_dtls_fingerprint(ex: Exchange) -> list[Finding]:
     """sdp.dtls_fingerprint: DTLS without a usable fingerprint, or both ends the same one."""
     out: list[Finding] = []
-    sides = [("offer", ex.offer, _refs(ex.offer_msgs))]
+    sides = [("offer", ex.offer, refs_of(ex.offer_msgs))]
     if ex.answer is not None:
-        sides.append(("answer", ex.answer, _refs(ex.answer_msgs)))
+        sides.append(("answer", ex.answer, refs_of(ex.answer_msgs)))
     for name, sdp, refs in sides:
         for i, sec in enumerate(sdp.media):
             if sec.m is None or sec.m.port == 0 or not is_dtls_proto(sec.m.proto):
@@ -681,7 +413,7 @@ def _fingerprint_problems(
 def _codec_set(sdp: Sdp | None) -> str:
     if sdp is None:
         return ""
-    labels = [c.label for sec in sdp.media for c in _codecs(sec)]
+    labels = [c.label for sec in sdp.media for c in sec.formats]
     return ", ".join(dict.fromkeys(labels))
 
 
@@ -707,7 +439,7 @@ def rule_offer_rejected(ex: Exchange) -> list[Finding]:
         f"the other side's formats: {other} (on {ex.leg})"
     )
     rfc = "RFC 3261 §21.4.26" if final.status == 488 else "RFC 3261 §21.6.4"
-    refs = _refs(ex.offer_msgs) + _refs([final])
+    refs = refs_of(ex.offer_msgs) + refs_of([final])
     return [Finding("sdp.offer_rejected", W, text, rfc, refs)]
 
 
@@ -725,7 +457,7 @@ def rule_no_answer(ex: Exchange) -> list[Finding]:
         return []
     where = "the ACK" if ex.offer_in.startswith("2") else "the 2xx"
     text = f"offer in {ex.offer_in} got no answer: {where} carried no SDP (on {ex.leg})"
-    refs = _refs(ex.offer_msgs) + (_refs([ex.final]) if ex.final is not None else ())
+    refs = refs_of(ex.offer_msgs) + (refs_of([ex.final]) if ex.final is not None else ())
     return [Finding("sdp.no_answer", E, text, "RFC 3261 §13.2.1", refs)]
 
 
@@ -762,7 +494,7 @@ def _document_findings(exchanges: list[Exchange]) -> list[Finding]:
         if ex.answer is not None:
             docs.append((ex.answer, ex.answer_msgs, ex.answer_in or "?"))
         for sdp, msgs, where in docs:
-            refs = _refs(msgs[:1])
+            refs = refs_of(msgs[:1])
             key = (refs, id(sdp))
             if key in seen:
                 continue
@@ -789,14 +521,14 @@ def media_for_call(call: CallRecord) -> CallMedia:
     """Offer/answer exchanges of one call, their findings and a one-line summary."""
     tr = track(call.transactions, call.caller_tag)
     nearest = _nearest_leg(tr.exchanges)
-    views = [_exchange(x, x.leg_key == nearest) for x in tr.exchanges]
+    views = [media_exchange(x, x.leg_key == nearest) for x in tr.exchanges]
     findings = _document_findings(tr.exchanges)
     for ex in tr.exchanges:
         for rule in EXCHANGE_RULES.values():
             findings.extend(rule(ex))
     for msg, err in tr.unreadable:
         text = f"body of {_label(msg)} could not be read: {err}"
-        findings.append(Finding(MALFORMED_BODY, W, text, "RFC 2046 §5.1.1", _refs([msg])))
+        findings.append(Finding(MALFORMED_BODY, W, text, "RFC 2046 §5.1.1", refs_of([msg])))
     return CallMedia(
         tuple(views), tuple(findings), _summary(views), tuple(sorted(tr.skipped.items()))
     )
@@ -806,91 +538,3 @@ def _label(msg: SipMessage) -> str:
     if msg.is_request:
         return str(getattr(msg, "method", "request"))
     return str(getattr(msg, "status", "response"))
-
-
-SDP_COLUMNS = (
-    "call",
-    "exchange",
-    "leg",
-    "nearest_caller",
-    "offerer",
-    "offer_in",
-    "answer_in",
-    "status",
-    "final_status",
-    "m_index",
-    "media",
-    "rejected",
-    "offer_proto",
-    "answer_proto",
-    "codec",
-    "pt",
-    "codecs",
-    "offered",
-    "ptime",
-    "dtmf_pt",
-    "dtmf_offer_fmtp",
-    "dtmf_answer_fmtp",
-    "direction_offer",
-    "direction_answer",
-    "offer_addr",
-    "answer_addr",
-    "rtcp_mux",
-    "ice",
-    "srtp",
-    "suite",
-    "tag",
-    "key_salt_len",
-    "setup",
-    "offer_frame",
-    "answer_frame",
-)
-
-
-def sdp_rows(call_index: int, media: CallMedia) -> list[dict[str, Any]]:
-    """Rows of ``trace.sdp``: one per m-line per exchange (columns :data:`SDP_COLUMNS`)."""
-    rows = []
-    for n, x in enumerate(media.exchanges):
-        for ln in x.lines:
-            first = ln.codecs[0] if ln.codecs else None
-            key = ln.crypto.keys[0].key_salt_len if ln.crypto and ln.crypto.keys else None
-            rows.append(
-                {
-                    "call": call_index,
-                    "exchange": n,
-                    "leg": x.leg,
-                    "nearest_caller": x.nearest,
-                    "offerer": x.offerer,
-                    "offer_in": x.offer_in,
-                    "answer_in": x.answer_in,
-                    "status": x.status,
-                    "final_status": x.final_status,
-                    "m_index": ln.index,
-                    "media": ln.media,
-                    "rejected": ln.rejected,
-                    "offer_proto": ln.offer_proto,
-                    "answer_proto": ln.answer_proto,
-                    "codec": first.label if first else None,
-                    "pt": first.pt if first else None,
-                    "codecs": ", ".join(c.label for c in ln.codecs),
-                    "offered": ", ".join(c.label for c in ln.offered),
-                    "ptime": ln.ptime,
-                    "dtmf_pt": ln.dtmf_pt,
-                    "dtmf_offer_fmtp": ln.dtmf_offer_fmtp,
-                    "dtmf_answer_fmtp": ln.dtmf_answer_fmtp,
-                    "direction_offer": ln.direction_offer,
-                    "direction_answer": ln.direction_answer,
-                    "offer_addr": ln.offer_addr,
-                    "answer_addr": ln.answer_addr,
-                    "rtcp_mux": ln.rtcp_mux,
-                    "ice": ln.ice,
-                    "srtp": ln.srtp.value,
-                    "suite": ln.crypto.suite if ln.crypto else None,
-                    "tag": ln.crypto.tag if ln.crypto else None,
-                    "key_salt_len": key,
-                    "setup": ln.setup,
-                    "offer_frame": x.offer_frames[0].frame if x.offer_frames else None,
-                    "answer_frame": x.answer_frames[0].frame if x.answer_frames else None,
-                }
-            )
-    return rows

@@ -19,7 +19,9 @@ from itertools import count
 
 from sipflow.errors import ParseError
 from sipflow.findings import Finding, Ref, Severity
+from sipflow.ingest import pbxlog
 from sipflow.ingest.capture import read_capture
+from sipflow.ingest.pbxlog import ChannelEvent
 from sipflow.ingest.types import Datagram, SourceStats, Transport
 from sipflow.sip.framing import StreamFramer
 from sipflow.sip.message import Origin, ProblemCode, SipMessage, parse_message
@@ -35,11 +37,52 @@ class SourceResult:
     stats: SourceStats
     findings: list[Finding] = field(default_factory=list)
     malformed: int = 0
+    channel_events: list[ChannelEvent] = field(default_factory=list)
+    log_messages: list[SipMessage] = field(default_factory=list)
+    """A log's messages, kept to tie its channels to dialogs (logs are small)."""
+
+
+# First bytes of the capture formats we read (pcap both resolutions/orders, pcapng, gzip).
+_CAPTURE_MAGIC = (
+    b"\xd4\xc3\xb2\xa1",
+    b"\xa1\xb2\xc3\xd4",
+    b"\x4d\x3c\xb2\xa1",
+    b"\xa1\xb2\x3c\x4d",
+    b"\x0a\x0d\x0d\x0a",
+    b"\x1f\x8b",
+)
 
 
 def source_messages(path: str, source: int, result: SourceResult) -> Iterator[SipMessage]:
-    """Parsed SIP messages of one source, in time order."""
+    """Parsed SIP messages of one source (capture or PBX log), in time order."""
+    if _is_log(path):
+        return _reorder(_parse_log(path, source, result))
     return _reorder(_parse_all(path, source, result))
+
+
+def _is_log(path: str) -> bool:
+    """A text log we read (by content); anything else goes to the capture reader."""
+    if path == "-":
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536)
+    except OSError:
+        return False  # the capture reader reports the error
+    if head.startswith(_CAPTURE_MAGIC):
+        return False
+    return pbxlog.detect(head) is not None
+
+
+def _parse_log(path: str, source: int, result: SourceResult) -> Iterator[SipMessage]:
+    for item in pbxlog.read_log(path, source, result.stats, result.findings):
+        if isinstance(item, pbxlog.ChannelEvent):
+            result.channel_events.append(item)
+            continue
+        msg = _parse(item.data, item.origin, result)
+        if msg is not None:
+            result.log_messages.append(msg)
+            yield msg
 
 
 def _parse_all(path: str, source: int, result: SourceResult) -> Iterator[SipMessage]:

@@ -11,14 +11,16 @@ milliseconds; a retransmission by a SIP element comes at least T1/2 later (RFC 3
 from __future__ import annotations
 
 import heapq
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Callable, Iterator
 
 from sipflow.sip.message import SipMessage
 
 DUPLICATE_WINDOW_NS = 100_000_000  # 100 ms, well under T1 = 500 ms
 
-_Key = tuple[object, object, object, bytes]
+# (raw bytes, src ip, src port, dst ip, dst port, transport): plain str/int/bytes values,
+# so hashing a key is done in C (an Endpoint or enum member would hash in Python).
+_Key = tuple[bytes, str | None, int | None, str | None, int | None, str | None]
 
 
 def merge_timeline(streams: list[Iterator[SipMessage]]) -> Iterator[SipMessage]:
@@ -32,18 +34,33 @@ def drop_duplicates(
     messages: Iterator[SipMessage], on_duplicate: Callable[[SipMessage], None]
 ) -> Iterator[SipMessage]:
     """Messages with copies captured within DUPLICATE_WINDOW_NS removed."""
-    recent: OrderedDict[_Key, int] = OrderedDict()
+    recent: dict[_Key, int] = {}
+    order: deque[tuple[int, _Key]] = deque()  # the keys of ``recent`` in insertion order
     for msg in messages:
         now = msg.ts
-        while recent:
-            oldest_ts = next(iter(recent.values()))
-            if oldest_ts >= now - DUPLICATE_WINDOW_NS:
-                break
-            recent.popitem(last=False)
-        o = msg.origin
-        key: _Key = (o.src, o.dst, o.transport, msg.raw) if o else (None, None, None, msg.raw)
+        horizon = now - DUPLICATE_WINDOW_NS
+        while order and order[0][0] < horizon:
+            del recent[order.popleft()[1]]
+        key = _key(msg)
         if key in recent:
             on_duplicate(msg)
             continue
         recent[key] = now
+        order.append((now, key))
         yield msg
+
+
+def _key(msg: SipMessage) -> _Key:
+    """Same bytes, same 5-tuple, same transport (Endpoint equality is ip and port)."""
+    o = msg.origin
+    if o is None:
+        return (msg.raw, None, None, None, None, None)
+    s, d = o.src, o.dst
+    return (
+        msg.raw,
+        s.ip if s else None,
+        s.port if s else None,
+        d.ip if d else None,
+        d.port if d else None,
+        o.transport.value,
+    )

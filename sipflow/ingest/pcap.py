@@ -89,6 +89,9 @@ BLOCK_NAMES = {
     0x0BAD: "custom",
     0x40000BAD: "custom",
 }
+# Linux, macOS, BSDs; None where mmap.madvise cannot drop pages (pages then stay mapped).
+_MADV_DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
+
 # Offset tags for the rare packet blocks in the EPB offset list (see _walk_pcapng).
 _TAG_SPB = 1 << 60
 _TAG_PB = 2 << 60
@@ -139,6 +142,8 @@ class Capture:
     link_types: set[int] = field(default_factory=set)
     _mm: mmap.mmap | None = None
     _file: BinaryIO | None = None
+    _released: int = 0
+    """Bytes from the start of the mapping already released (page-aligned)."""
 
     def __enter__(self) -> Capture:
         return self
@@ -163,11 +168,29 @@ class Capture:
         return self._mm
 
     def chunks(self, size: int = CHUNK_RECORDS) -> Iterator[RecordChunk]:
-        """Records in file order, ``size`` at a time."""
-        if self.format.startswith("pcapng"):
-            yield from _PcapngWalker(self, size).run()
-        else:
-            yield from _PcapWalker(self, size).run()
+        """Records in file order, ``size`` at a time.
+
+        When the consumer asks for the next chunk, the pages holding the previous one are
+        handed back to the kernel (see :meth:`_release_before`), so resident memory stays
+        bounded by a chunk, not the file size. A chunk kept and read later still reads
+        the right bytes: its pages are faulted in again from the file.
+        """
+        walker = _PcapngWalker(self, size) if self.format.startswith("pcapng") else None
+        for chunk in walker.run() if walker else _PcapWalker(self, size).run():
+            yield chunk
+            if len(chunk):
+                self._release_before(int(chunk.offset[-1]) + int(chunk.caplen[-1]))
+
+    def _release_before(self, end: int) -> None:
+        """Drop the mapped pages wholly before ``end`` from this process's resident set
+        (``madvise(MADV_DONTNEED)``: for a read-only file mapping the data stays in the
+        page cache and is read again on the next access, so nothing is lost)."""
+        stop = end - end % mmap.PAGESIZE
+        if self._mm is None or stop <= self._released or _MADV_DONTNEED is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            self._mm.madvise(_MADV_DONTNEED, self._released, stop - self._released)
+        self._released = stop
 
     def _finding(self, code: str, message: str, frame: int) -> None:
         self.findings.append(

@@ -19,8 +19,9 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 from sipflow.errors import ParseError
 from sipflow.sdp.srtp import (
@@ -73,6 +74,9 @@ class Direction(enum.Enum):
     INACTIVE = "inactive"
 
 
+_DIRECTION_KEYS = {d.value: d for d in Direction}
+
+
 # -- typed values ---------------------------------------------------------------------------
 
 
@@ -116,13 +120,8 @@ class MediaDesc:
     port_count: int | None
     proto: str
     fmts: tuple[str, ...]
-
-    @property
-    def payload_types(self) -> tuple[int, ...]:
-        """Formats that are RTP payload type numbers (RTP profiles only)."""
-        if "RTP" not in self.proto.upper():
-            return ()
-        return tuple(int(f) for f in self.fmts if f.isdigit() and int(f) < 128)
+    payload_types: tuple[int, ...] = ()
+    """Formats that are RTP payload type numbers (RTP profiles only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +142,41 @@ class RtpMap:
     def identity(self) -> tuple[str, int, int]:
         """What makes two rtpmaps the same codec: name (case-insensitive), clock, channels."""
         return (self.encoding.lower(), self.clock, self.channels or 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Format:
+    """One format of an m-line: an RTP payload type with its codec (from a=rtpmap or the
+    RFC 3551 static table; ``clock`` None when unknown), or a non-RTP format name (t38)."""
+
+    fmt: str
+    pt: int | None
+    encoding: str
+    clock: int | None = None
+    channels: int | None = None
+
+    @property
+    def label(self) -> str:
+        """``PCMA/8000``, ``opus/48000/2``, ``t38``, ``PT 96`` (no rtpmap)."""
+        if self.clock is None:
+            return self.encoding or f"PT {self.pt}"
+        base = f"{self.encoding}/{self.clock}"
+        return f"{base}/{self.channels}" if self.channels and self.channels != 1 else base
+
+    @property
+    def identity(self) -> tuple[str, int | None, int]:
+        """What makes two formats the same codec: name (any case), clock, channels."""
+        if self.clock is None:
+            return (self.encoding.lower() or f"pt{self.pt}", None, 0)
+        return (self.encoding.lower(), self.clock, self.channels or 1)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "pt": self.pt,
+            "name": self.encoding,
+            "clock": self.clock,
+            "channels": self.channels,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,11 +220,13 @@ class Rtcp:
 # -- lines, attributes, problems ------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class SdpLine:
-    """One line exactly as received: ``text`` without its ending, ``eol`` the ending."""
+class SdpLine(NamedTuple):
+    """One line exactly as received: ``text`` without its ending, ``eol`` the ending.
 
-    index: int
+    A NamedTuple, not a dataclass: an SDP has tens of lines and building them is most of
+    the parse (immutable all the same)."""
+
+    index: int  # type: ignore[assignment]  # shadows tuple.index, on purpose
     """0-based line number."""
     text: str
     eol: str
@@ -208,8 +244,8 @@ class Attribute:
     name: str
     key: str
     value: str | None
-    line: int
     parsed: object = None
+    """The typed value (RtpMap, CryptoAttr, ...) when the attribute parsed, else None."""
 
 
 class ProblemKind(enum.Enum):
@@ -238,21 +274,24 @@ class Section:
 
     lines: tuple[SdpLine, ...]
     attributes: tuple[Attribute, ...]
+    by_key: dict[str, tuple[Attribute, ...]] = field(default_factory=dict, compare=False)
+    """``attributes`` grouped by lower-cased name, each group in order."""
 
-    def attrs(self, key: str) -> list[Attribute]:
-        return [a for a in self.attributes if a.key == key]
+    def attrs(self, key: str) -> tuple[Attribute, ...]:
+        return self.by_key.get(key, ())
 
     def has(self, key: str) -> bool:
-        return any(a.key == key for a in self.attributes)
+        return key in self.by_key
 
     def value(self, key: str) -> str | None:
-        for a in self.attributes:
-            if a.key == key:
-                return a.value
-        return None
+        found = self.by_key.get(key)
+        return found[0].value if found else None
 
     def _parsed(self, key: str) -> list[object]:
-        return [a.parsed for a in self.attributes if a.key == key and a.parsed is not None]
+        found = self.by_key.get(key)
+        if not found:
+            return []
+        return [a.parsed for a in found if a.parsed is not None]
 
     @property
     def connection(self) -> Connection | None:
@@ -266,8 +305,8 @@ class Section:
         """The direction attribute written in this section (last wins), else None."""
         found = None
         for a in self.attributes:
-            if a.key in DIRECTIONS:
-                found = Direction(a.key)
+            if a.key in _DIRECTION_KEYS:
+                found = _DIRECTION_KEYS[a.key]
         return found
 
     @property
@@ -294,10 +333,10 @@ class MediaSection(Section):
 
     m: MediaDesc | None = None
     """None when the m= line itself did not parse."""
-
-    @property
-    def rtpmaps(self) -> dict[int, RtpMap]:
-        return {p.pt: p for p in self._parsed("rtpmap") if isinstance(p, RtpMap)}
+    rtpmaps: dict[int, RtpMap] = field(default_factory=dict, compare=False)
+    """a=rtpmap by payload type (the first one wins)."""
+    formats: tuple[Format, ...] = ()
+    """The m-line's formats in order, each with its codec."""
 
     def codec(self, pt: int) -> RtpMap | None:
         """The rtpmap for ``pt``, or the RFC 3551 static assignment when there is none."""
@@ -475,7 +514,10 @@ def _media(value: str) -> MediaDesc:
         raise ParseError("m=", "expected 'media port proto fmt ...' (RFC 8866 §5.14)")
     port, _, count = parts[1].partition("/")
     n = _int(count, "m=") if count else None
-    return MediaDesc(parts[0], _int(port, "m="), n, parts[2], tuple(parts[3:]))
+    fmts = tuple(parts[3:])
+    rtp = "RTP" in parts[2].upper()
+    pts = tuple(int(f) for f in fmts if rtp and f.isdigit() and int(f) < 128)
+    return MediaDesc(parts[0], _int(port, "m="), n, parts[2], fmts, pts)
 
 
 def _bandwidth(value: str) -> object:
@@ -586,8 +628,75 @@ _FLAGS = frozenset(DIRECTIONS) | {"rtcp-mux", "ice-lite"}
 
 # -- parsing --------------------------------------------------------------------------------
 
-_LINE = re.compile(r"([^\r\n]*)(\r\n|\n|\r|)")
 _TYPE_VALUE = re.compile(r"([A-Za-z])=(.*)", re.S)
+
+
+_Info = tuple[str, str, object, "Attribute | None", tuple[tuple["ProblemKind", str], ...]]
+# line text -> what it parses to; lines repeat a lot between SDPs (t=0 0, a=rtpmap:0
+# PCMU/8000, c=...), so each distinct line is parsed once. Bounded: the text is from the wire.
+_LINE_CACHE: dict[str, _Info] = {}
+_LINE_CACHE_MAX = 16384
+
+
+def _line_info(text: str) -> _Info:
+    """(type, value, typed value, Attribute, problems) of one line; pure, so cached."""
+    m = _TYPE_VALUE.fullmatch(text)
+    if m is None:
+        if not text.strip():
+            return "", text, None, None, ((ProblemKind.BLANK, "empty line (RFC 8866 §5)"),)
+        return "", text, None, None, ((ProblemKind.SYNTAX, "not '<type>=<value>' (RFC 8866 §5)"),)
+    kind, value = m.group(1), m.group(2)
+    if kind == "a":
+        attr, problems = _attribute(value)
+        return kind, value, None, attr, problems
+    found: list[tuple[ProblemKind, str]] = []
+    if kind not in _TYPES:
+        found.append((ProblemKind.STRUCTURE, f"unknown line type {kind!r}"))
+    parsed = None
+    parser = _LINE_PARSERS.get(kind)
+    if parser is not None:
+        try:
+            parsed = parser(value)
+        except ParseError as e:
+            found.append((ProblemKind.VALUE, str(e)))
+    if isinstance(parsed, MediaDesc) and not parsed.fmts:
+        # kept as an m-line (a rejected stream often looks like this), but reported
+        found.append((ProblemKind.VALUE, "m=: no media formats (RFC 8866 §5.14)"))
+    return kind, value, parsed, None, tuple(found)
+
+
+def _attribute(value: str) -> tuple[Attribute, tuple[tuple[ProblemKind, str], ...]]:
+    name, colon, rest = value.partition(":")
+    key = name.strip().lower()
+    plain = Attribute(name, key, rest if colon else None)
+    parser = _ATTR_PARSERS.get(key)
+    try:
+        if key in _FLAGS and colon:
+            _no_value(rest)
+        if parser is not None:
+            if not colon:
+                raise ParseError(key, f"a={name} needs a value (RFC 8866 §5.13)")
+            return Attribute(name, key, rest, parser(rest)), ()
+    except ParseError as e:
+        return plain, ((ProblemKind.VALUE, str(e)),)
+    return plain, ()
+
+
+def _cached_info(text: str) -> _Info:
+    info = _LINE_CACHE.get(text)
+    if info is None:
+        info = _line_info(text)
+        if len(_LINE_CACHE) >= _LINE_CACHE_MAX:
+            _LINE_CACHE.clear()
+        _LINE_CACHE[text] = info
+    return info
+
+
+def _index(attrs: list[Attribute]) -> dict[str, tuple[Attribute, ...]]:
+    out: dict[str, list[Attribute]] = {}
+    for a in attrs:
+        out.setdefault(a.key, []).append(a)
+    return {k: tuple(v) for k, v in out.items()}
 
 
 class _Builder:
@@ -605,53 +714,13 @@ class _Builder:
         self.problems.append(SdpProblem(kind, idx, text, detail))
 
     def add(self, index: int, text: str, eol: str) -> None:
-        m = _TYPE_VALUE.fullmatch(text)
-        if m is None:
-            line = SdpLine(index, text, eol, "", text)
-            kind = ProblemKind.BLANK if not text.strip() else ProblemKind.SYNTAX
-            why = "empty line" if kind is ProblemKind.BLANK else "not '<type>=<value>'"
-            self.problem(kind, line, f"{why} (RFC 8866 §5)")
-            self._keep(line, None)
-            return
-        kind_letter, value = m.group(1), m.group(2)
-        line = SdpLine(index, text, eol, kind_letter, value)
-        if kind_letter == "a":
-            self._keep(line, self._attribute(line))
-            return
-        if kind_letter not in _TYPES:
-            self.problem(ProblemKind.STRUCTURE, line, f"unknown line type {kind_letter!r}")
-        parser = _LINE_PARSERS.get(kind_letter)
-        if parser is not None:
-            try:
-                line = _with_parsed(line, parser(value))
-            except ParseError as e:
-                self.problem(ProblemKind.VALUE, line, str(e))
-        if isinstance(line.parsed, MediaDesc) and not line.parsed.fmts:
-            # kept as an m-line (a rejected stream often looks like this), but reported
-            self.problem(ProblemKind.VALUE, line, "m=: no media formats (RFC 8866 §5.14)")
-        self._keep(line, None)
-
-    def _attribute(self, line: SdpLine) -> Attribute:
-        name, colon, value = line.value.partition(":")
-        key = name.strip().lower()
-        attr = Attribute(name, key, value if colon else None, line.index)
-        parser = _ATTR_PARSERS.get(key)
-        try:
-            if key in _FLAGS and colon:
-                _no_value(value)
-            if parser is not None:
-                if not colon:
-                    raise ParseError(key, f"a={name} needs a value (RFC 8866 §5.13)")
-                return Attribute(name, key, value, line.index, parser(value))
-        except ParseError as e:
-            self.problem(ProblemKind.VALUE, line, str(e))
-        return attr
-
-    def _keep(self, line: SdpLine, attr: Attribute | None) -> None:
+        kind, value, parsed, attr, problems = _cached_info(text)
+        line = SdpLine(index, text, eol, kind, value, parsed)
+        for pk, detail in problems:
+            self.problems.append(SdpProblem(pk, index, text, detail))
         self.lines.append(line)
-        if line.type == "m":
-            media = line.parsed if isinstance(line.parsed, MediaDesc) else None
-            self.sections.append(([], [], media))
+        if kind == "m":
+            self.sections.append(([], [], parsed if isinstance(parsed, MediaDesc) else None))
         lines, attrs, _ = self.sections[-1]
         lines.append(line)
         if attr is not None:
@@ -660,8 +729,8 @@ class _Builder:
     def finish(self) -> Sdp:
         self._structure()
         (s_lines, s_attrs, _), *media = self.sections
-        session = Section(tuple(s_lines), tuple(s_attrs))
-        sections = tuple(MediaSection(tuple(ls), tuple(at), m) for ls, at, m in media)
+        session = Section(tuple(s_lines), tuple(s_attrs), _index(s_attrs))
+        sections = tuple(_media_section(ls, at, m) for ls, at, m in media)
         return Sdp(tuple(self.lines), session, sections, tuple(self.problems))
 
     def _structure(self) -> None:
@@ -679,25 +748,41 @@ class _Builder:
             self.problem(ProblemKind.STRUCTURE, None, f"session part lacks {names} (RFC 8866 §5)")
 
 
-def _with_parsed(line: SdpLine, parsed: object) -> SdpLine:
-    if parsed is None:
-        return line
-    return SdpLine(line.index, line.text, line.eol, line.type, line.value, parsed)
+def _media_section(
+    lines: list[SdpLine], attrs: list[Attribute], m: MediaDesc | None
+) -> MediaSection:
+    rtpmaps: dict[int, RtpMap] = {}
+    for a in attrs:
+        if isinstance(a.parsed, RtpMap):
+            rtpmaps.setdefault(a.parsed.pt, a.parsed)
+    formats = tuple(_format(f, m, rtpmaps) for f in m.fmts) if m is not None else ()
+    return MediaSection(tuple(lines), tuple(attrs), _index(attrs), m, rtpmaps, formats)
+
+
+def _format(fmt: str, m: MediaDesc, rtpmaps: dict[int, RtpMap]) -> Format:
+    if not m.payload_types or not fmt.isdigit():
+        return Format(fmt, None, fmt)
+    pt = int(fmt)
+    rm = rtpmaps.get(pt)
+    if rm is not None:
+        return Format(fmt, pt, rm.encoding, rm.clock, rm.channels)
+    if pt in STATIC_PT:  # RFC 3551 §6: static payload types need no rtpmap
+        name, clock, ch = STATIC_PT[pt]
+        return Format(fmt, pt, name, clock, ch)
+    return Format(fmt, pt, "")
+
+
+_EOL = re.compile(r"(\r\n|\n|\r)")
 
 
 @lru_cache(maxsize=4096)
 def parse_sdp(data: bytes) -> Sdp:
     """Parse an SDP body. Never raises: what does not follow RFC 8866 is in ``problems``."""
-    text = data.decode("utf-8", "surrogateescape")
+    parts = _EOL.split(data.decode("utf-8", "surrogateescape"))
     b = _Builder()
-    pos, index, end = 0, 0, len(text)
-    while pos < end:
-        m = _LINE.match(text, pos)
-        assert m is not None  # the pattern matches the empty string
-        line_text, eol = m.group(1), m.group(2)
-        if not eol and not line_text:
-            break
-        b.add(index, line_text, eol)
-        index += 1
-        pos = m.end()
+    # parts alternate text, line ending, text, ...; the last text has no ending
+    for i in range(0, len(parts) - 1, 2):
+        b.add(i // 2, parts[i], parts[i + 1])
+    if parts[-1]:
+        b.add(len(parts) // 2, parts[-1], "")
     return b.finish()

@@ -73,7 +73,7 @@ SCENARIOS = [
         "uac_answer.xml",
         "uas_answer.xml",
         transport="tcp",
-        calls=300,
+        calls=400,
         rate=1000,
         uas_args=("-buff_size", "1024"),
         captures=("tcpdump-lo", "dumpcap"),
@@ -190,7 +190,9 @@ def test_tshark_agrees_with_sipp(run: Run) -> None:
             assert multi > 0 and mid > 0, (segments, multi, mid)
             assert tcp_streams(path) == 1  # all calls over one connection
             # Known tshark 4.0 shortfall on such streams: fewer messages than SIPp logged.
-            assert st.total < sum(req.values()) + sum(resp.values()), (tool, st)
+            # Measured on 8 runs of 300 calls: tshark found 1951-2090 of 2100.
+            sipp_total = sum(req.values()) + sum(resp.values())
+            assert st.total < sipp_total, (tool, sipp_total, st, (segments, multi, mid))
         else:
             assert (st.requests, st.responses) == (dict(req), dict(resp)), tool
 
@@ -211,8 +213,9 @@ def test_sipflow_message_counts(
     run = peer_runner(BY_NAME[name])
     stats = _analysed(run, tool, sipflow_cli)["stats"]
     req, resp = sipp_wire(run)
-    assert stats["sip_requests"] == dict(req)
-    assert stats["sip_responses"] == dict(resp)
+    where = run.captures[tool]
+    assert stats["sip_requests"] == dict(req), where
+    assert stats["sip_responses"] == dict(resp), where
     assert stats["sip_messages"] == sum(req.values()) + sum(resp.values())
     expected_transport = run.scenario.transport.upper()
     assert set(stats["transports"]) == {expected_transport}

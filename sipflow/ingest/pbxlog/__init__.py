@@ -140,9 +140,7 @@ def _learn(msg: LogMessage, send: bool) -> Endpoint | None:
     return host_port(m[1], 5061 if tls else 5060)
 
 
-def _with_local(
-    engine: Engine, spec: Spec
-) -> list[tuple[int, int, LogMessage | ChannelEvent]]:
+def _with_local(engine: Engine, spec: Spec) -> list[tuple[int, int, LogMessage | ChannelEvent]]:
     """Fill the logging host's side of messages whose trace line named only the far end."""
     flows: dict[tuple[Transport, Endpoint], Counter[Endpoint]] = {}
     by_transport: dict[Transport, Counter[Endpoint]] = {}

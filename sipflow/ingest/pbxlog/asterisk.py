@@ -56,10 +56,24 @@ _KEYWORDS = re.compile(
     r"Executing \[|' allocated|' destroying|Spawn extension|answered|is ringing|"
     r"making progress|joined '|hangup cause"
 )
+_SCAN = (
+    "<---",
+    "Transmitting",
+    "SIP/2.0",
+    "Executing [",
+    "' allocated",
+    "' destroying",
+    "Spawn extension",
+    "answered",
+    "is ringing",
+    "making progress",
+    "joined '",
+    "hangup cause",
+)
 _CALL_TAG = re.compile(r"\[(C-[0-9a-f]+)\]")
 
 
-def _addr(text: str, port_default: int = 5060) -> str:
+def _addr(text: str) -> str:
     return text if text.startswith("[") or text.count(":") <= 1 else f"[{text}]"
 
 
@@ -89,6 +103,10 @@ def header(line: str) -> Head | None:
 
 def line_ts(line: str) -> int | None:
     """``[2026-01-22 13:35:21.048]`` or ``[Jan 22 13:35:21]`` at the start of a line."""
+    if line.startswith('{"'):
+        at = line.find('"timestamp":"')
+        stamp = line[at + 13 : at + 40] if at >= 0 else ""
+        return iso_ts(stamp) if stamp[:1].isdigit() else syslog_ts(stamp, 1970) if stamp else None
     if not line.startswith("["):
         return None
     end = line.find("]")
@@ -129,6 +147,7 @@ def _spec(name: str) -> Spec:
         event=event,
         line_ts=line_ts,
         local_name="asterisk",
+        scan=_SCAN,
     )
 
 

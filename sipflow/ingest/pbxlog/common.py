@@ -23,9 +23,11 @@ way, without addresses. A trace line with no SIP message after it becomes a
 
 from __future__ import annotations
 
+import bisect
 import datetime as _dt
+import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 from sipflow.findings import Finding, Ref, Severity
@@ -46,12 +48,11 @@ TRANSPORTS = {t.value: t for t in Transport}
 
 # Times: "2019-03-22 09:55:08.041945", "2021/09/06 12:34:56.123456" (ngrep),
 # "[Jan 22 13:35:21]" / "Jan  1 01:06:04" (syslog, no year), "09:55:07.936234" (time only).
-_ISO = re.compile(
-    r"(\d{4})[-/](\d\d)[-/](\d\d)[ T](\d\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?"
-)
+_ISO = re.compile(r"(\d{4})[-/](\d\d)[-/](\d\d)[ T](\d\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?")
 _SYSLOG = re.compile(r"\b([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?")
 _TIME = re.compile(r"(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?")
-_MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTHS = {m: i for i, m in enumerate(_MONTH_NAMES, 1)}
 _EPOCH_DAY = _dt.date(1970, 1, 1).toordinal()
 NS = 1_000_000_000
 DAY_NS = 86_400 * NS
@@ -165,7 +166,7 @@ def unescape_html(text: str) -> str:
 def looks_doubled(lines: list[str]) -> bool:
     """Every non-empty line followed by an empty one: a paste with doubled line breaks."""
     nonempty = pairs = 0
-    for a, b in zip(lines, lines[1:], strict=False):
+    for a, b in itertools.pairwise(lines):
         if a.strip():
             nonempty += 1
             pairs += not b.strip()
@@ -231,6 +232,11 @@ class Spec:
     event: Callable[[str, int], ChannelEvent | None] | None = None
     """An event from a line and its number; ``ts=-1`` asks the engine for the line's time."""
     line_ts: Callable[[str], int | None] | None = None  # time of an ordinary log line
+    scan: tuple[str, ...] | None = None
+    """Literal text found on every line the reader must look at (trace lines, SIP start
+    lines, event lines); other lines are skipped without a Python step each (the search
+    runs in C, str.find). A literal starting with a newline matches at a line start.
+    None: look at every line."""
     local_name: str = "local"
 
 
@@ -250,34 +256,64 @@ class Engine:
     heads: list[Head | None] = field(default_factory=list)
     last_ts: int | None = None
     last_line: int = -1
+    last_end: int = -1
+    last_head: Head | None = None
     _date_cache: dict[int, int | None] = field(default_factory=dict)
     unframed: list[int] = field(default_factory=list)
     orphans: list[int] = field(default_factory=list)
 
+    def candidates(self) -> Iterator[int]:
+        """Indexes of lines that match ``spec.scan``, ascending (all lines without one)."""
+        lines = self.text.lines
+        if self.spec.scan is None:
+            yield from range(len(lines))
+            return
+        starts = [0, *itertools.accumulate(map((1).__add__, map(len, lines)))]
+        text = "\n" + "\n".join(lines)  # the leading newline lets "\nU " match line 0
+        found: set[int] = set()
+        for literal in self.spec.scan:
+            shift = 0 if literal.startswith("\n") else -1  # text offset -> offset in lines
+            at = text.find(literal)
+            while at >= 0:
+                found.add(bisect.bisect_right(starts, max(at + shift, 0)) - 1)
+                end = text.find("\n", at + 1)
+                at = text.find(literal, end) if end >= 0 else -1
+        yield from sorted(found)
+
     def run(self) -> None:
-        lines, spec = self.text.lines, self.spec
-        i, n = 0, len(lines)
-        while i < n:
-            line = lines[i]
-            head = spec.header(line)
-            if head is not None:
-                i = self.frame(i, head)
+        i, n = 0, len(self.text.lines)
+        for x in self.candidates():
+            if x < i:
                 continue
-            if "SIP/2.0" in line and START.match(self.unprefixed(line)):
-                self.orphans.append(self.text.no(i))
-                i = self.frame(i - 1, Head(), first=i)
-                continue
-            if spec.event is not None:
-                ev = spec.event(line, self.text.no(i))
-                if ev is not None:
-                    if ev.ts < 0:
-                        ev = replace(ev, ts=self.ts_at(i), source=self.source)
-                    self.items.append((ev.ts, len(self.items), ev))
-                    i += 1
-                    continue
-            self.stats.skipped["non_sip_lines"] += 1
-            i += 1
+            self.stats.skipped["non_sip_lines"] += x - i
+            i = self.step(x)
+        self.stats.skipped["non_sip_lines"] += n - i
+        if not self.stats.skipped["non_sip_lines"]:
+            del self.stats.skipped["non_sip_lines"]
         self.report()
+
+    def step(self, i: int) -> int:
+        """Read the line at ``i`` (and the message it starts); return the next index."""
+        lines, spec = self.text.lines, self.spec
+        line = lines[i]
+        head = spec.header(line)
+        if head is not None:
+            return self.frame(i, head)
+        if "SIP/2.0" in line and START.match(self.unprefixed(line)):
+            if i == self.last_end and self.last_head is not None:
+                # another message right after one (several in one TCP segment)
+                return self.frame(i - 1, self.last_head, first=i)
+            self.orphans.append(self.text.no(i))
+            return self.frame(i - 1, Head(), first=i)
+        if spec.event is not None:
+            ev = spec.event(line, self.text.no(i))
+            if ev is not None:
+                if ev.ts < 0:
+                    ev = replace(ev, ts=self.ts_at(i), source=self.source)
+                self.items.append((ev.ts, len(self.items), ev))
+                return i + 1
+        self.stats.skipped["non_sip_lines"] += 1
+        return i + 1
 
     def ts_at(self, i: int) -> int:
         """Time of line ``i``: its own date, else the nearest dated line above it (not
@@ -324,6 +360,7 @@ class Engine:
         if terminated:
             k = self._body(k, head, indent, head_lines, body_lines, marked)
         self.emit(i, j if inline is None else i, k, head, head_lines, body_lines, terminated)
+        self.last_end, self.last_head = k, head
         if not terminated:
             self.stats.skipped["truncated_messages"] += 1
         return k
@@ -412,8 +449,8 @@ class Engine:
         terminated: bool,
     ) -> None:
         data = _assemble(heads, body, content_length(heads), terminated)
-        first = self.text.no(j)
-        frames = (first,) + tuple(self.text.no(x) for x in range(j + 1, max(k, j + 1)))
+        lead = (self.text.no(i),) if 0 <= i < j else ()
+        frames = lead + tuple(self.text.no(x) for x in range(j, max(k, j + 1)))
         ts = self.time_of(i, head)
         src, dst = head.src, head.dst
         if head.remote is not None:
@@ -498,17 +535,23 @@ def content_length(heads: list[str]) -> int | None:
 
 
 def _assemble(heads: list[str], body: list[str], clen: int | None, terminated: bool) -> bytes:
-    """The message bytes with CRLF line endings (RFC 3261 §7: CRLF after each header
-    and an empty line before the body). The body's last line gets a CRLF unless the
-    Content-Length says it had none."""
-    head = "\r\n".join(heads) + ("\r\n\r\n" if terminated else "\r\n")
+    """The message bytes with CRLF line endings (RFC 3261 §7: CRLF after each header and
+    an empty line before the body). The body's line endings are not SIP's business: the
+    form (CRLF or LF, with or without a final one) whose size equals Content-Length is
+    taken, CRLF after every line when none does."""
+    head = ("\r\n".join(heads) + ("\r\n\r\n" if terminated else "\r\n")).encode(
+        "utf-8", "surrogateescape"
+    )
     if not body:
-        return head.encode("utf-8", "surrogateescape")
-    text = "\r\n".join(body)
-    raw = text.encode("utf-8", "surrogateescape")
-    if clen is None or len(raw) != clen:
-        raw += b"\r\n"
-    return head.encode("utf-8", "surrogateescape") + raw
+        return head
+    default = ("\r\n".join(body) + "\r\n").encode("utf-8", "surrogateescape")
+    if clen is None or len(default) == clen:
+        return head + default
+    for eol, final in (("\r\n", ""), ("\n", "\n"), ("\n", "")):
+        raw = (eol.join(body) + final).encode("utf-8", "surrogateescape")
+        if len(raw) == clen:
+            return head + raw
+    return head + default
 
 
 def sip_start_in(text: str) -> int:

@@ -23,7 +23,9 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "asterisk-chansip",
-        re.compile(r"<--- SIP read from |(?:<--- |^)(?:Reliably )?Transmitting \((?:no )?NAT\)", re.M),
+        re.compile(
+            r"<--- SIP read from |(?:<--- |^)(?:Reliably )?Transmitting \((?:no )?NAT\)", re.M
+        ),
     ),
     ("ngrep", re.compile(r"^[UT] (?:\S+ \S+ |\+\S+ )?\S+:\d+ -> \S+:\d+", re.M)),
     ("avaya-ipo", re.compile(r"^\s*\d+mS SIP (?:Rx|Tx): ", re.M)),
@@ -48,8 +50,8 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "kamailio",
         re.compile(
-            r"<script>: |\b(?:kamailio|opensips)\b.*?: (?:DEBUG|INFO|NOTICE|WARNING|ERROR|DBG|"
-            r"ERR|CRITICAL):|^\s*\d+\(\d+\) (?:DEBUG|INFO|NOTICE|WARNING|ERROR): ",
+            r"<script>: |\b(?:kamailio|opensips)\b[^\n]*?\b(?:DEBUG|INFO|NOTICE|WARNING|ERROR|DBG|"
+            r"ERR|CRITICAL|CRIT)\b:|^\s*\d+\(\d+\) (?:DEBUG|INFO|NOTICE|WARNING|ERROR): ",
             re.M,
         ),
     ),

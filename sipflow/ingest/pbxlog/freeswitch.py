@@ -88,6 +88,26 @@ _KEYWORDS = re.compile(
     r"Originate Resulted|has been answered|Hangup |hanging up|Close Channel|call-id: "
 )
 
+# Literals that cover every line _TRACE, _PATTERNS and channel tracking need (Channel:
+# New/Close Channel, "Channel X entering state", "hanging up"; Change: State/Callstate).
+_SCAN = (
+    "bytes ",
+    "SIP/2.0",
+    "Channel",
+    "Change ",
+    "entering state",
+    "Processing ",
+    "Dialplan: ",
+    "EXECUTE ",
+    "Originate",
+    "answered",
+    "Hangup ",
+    "call-id: ",
+    "sofia/",
+    "loopback/",
+    "verto.rtc/",
+)
+
 
 def header(line: str) -> Head | None:
     """A sofia trace line, or None."""
@@ -102,11 +122,11 @@ def header(line: str) -> Head | None:
     if date is not None and tod is not None:
         ts = date - date % 86_400_000_000_000 + tod
     transport = transport_of(m["proto"])
-    port = int(m["port"])
+    ip = f"[{m['ip']}]" if ":" in m["ip"] else m["ip"]
     return Head(
         direction=m["dir"],
         transport=transport,
-        remote=host_port(f"[{m['ip']}]:{port}") if ":" in m["ip"] else host_port(f"{m['ip']}:{port}"),
+        remote=host_port(f"{ip}:{m['port']}"),
         ts=ts,
         tod=None if ts is not None else tod,
         declared=int(m["n"]),
@@ -237,4 +257,5 @@ def spec() -> Spec:
         event=tracker.event,
         line_ts=line_ts,
         local_name="freeswitch",
+        scan=_SCAN,
     )

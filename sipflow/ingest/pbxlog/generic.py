@@ -31,7 +31,7 @@ from sipflow.ingest.pbxlog.common import (
 
 _SYSLOG_PREFIX = re.compile(
     r"^(?:\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d\t[^\t]*\t[^\t]*\t)?(?:<\d+>)?"
-    r"(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d )?(?:\S+ )?[\w./\-]+\[[\d:]+\]: "
+    r"(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d )?(?:\S+ )?[\w./\-]+\[[\d:]+\]:(?: |$)"
 )
 _PJ = re.compile(
     r"\b(?P<dir>RX|TX) (?P<n>\d+) bytes (?:Request|Response) msg \S+ \([^)]*\) "
@@ -108,6 +108,7 @@ def pjsip_spec() -> Spec:
         strip=_SYSLOG_PREFIX,
         line_ts=pjsip_ts,
         local_name="phone",
+        scan=(" bytes ", "SIP/2.0"),
     )
 
 
@@ -117,6 +118,7 @@ def ipo_spec() -> Spec:
         header=ipo_header,
         record=re.compile(r"^\s*\d+mS "),
         local_name="ipo",
+        scan=("mS SIP ", "SIP/2.0"),
     )
 
 
@@ -127,8 +129,9 @@ def blink_spec() -> Spec:
         record=re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"),
         line_ts=_iso_line,
         local_name="blink",
+        scan=("-(SIP over ", "SIP/2.0"),
     )
 
 
 def text_spec() -> Spec:
-    return Spec(name="sip-text", header=_none, line_ts=_iso_line)
+    return Spec(name="sip-text", header=_none, line_ts=_iso_line, scan=("SIP/2.0",))

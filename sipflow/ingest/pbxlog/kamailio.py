@@ -39,9 +39,11 @@ _NGREP = re.compile(
     r"^(?P<proto>[UT]) (?:(?P<date>\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\.\d+) |\+(?P<rel>\d+\.\d+) )?"
     r"(?P<src>\S+) -> (?P<dst>\S+?)(?: \[[A-Z]+\])?\s*$"
 )
-_FROM = re.compile(r"\b(?:from|src)\b[ =:]*(?:(?P<p>udp|tcp|tls|wss?|sctp):)?(?P<a>\[[^\]]+\]:\d+|[\w.\-]+:\d+)", re.I)
-_TO = re.compile(r"\b(?:to|dst)\b[ =:]*(?:(?P<p>udp|tcp|tls|wss?|sctp):)?(?P<a>\[[^\]]+\]:\d+|[\w.\-]+:\d+)", re.I)
-_ARROW = re.compile(r"(?P<s>\[[^\]]+\]:\d+|[\w.\-]+:\d+) *-+> *(?P<d>\[[^\]]+\]:\d+|[\w.\-]+:\d+)")
+_HOSTPORT = r"\[[^\]]+\]:\d+|[\w.\-]+:\d+"
+_PROTO = r"(?:(?P<p>udp|tcp|tls|wss?|sctp):)?"
+_FROM = re.compile(rf"\b(?:from|src)\b[ =:]*{_PROTO}(?P<a>{_HOSTPORT})", re.I)
+_TO = re.compile(rf"\b(?:to|dst)\b[ =:]*{_PROTO}(?P<a>{_HOSTPORT})", re.I)
+_ARROW = re.compile(rf"(?P<s>{_HOSTPORT}) *-+> *(?P<d>{_HOSTPORT})")
 _RECORD = re.compile(
     r"^(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d |\d{4}-\d\d-\d\d[ T]\d\d:\d\d|\s*\d+\(\d+\) [A-Z]+:)"
 )
@@ -124,6 +126,7 @@ def kamailio_spec() -> Spec:
         record=_RECORD,
         line_ts=line_ts,
         local_name="kamailio",
+        scan=("SIP/2.0",),
     )
 
 
@@ -133,4 +136,5 @@ def ngrep_spec() -> Spec:
         header=ngrep_header,
         end=re.compile(r"^#+\s*$"),
         local_name="proxy",
+        scan=("\nU ", "\nT ", "SIP/2.0"),
     )

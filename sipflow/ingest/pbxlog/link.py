@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from sipflow.errors import ParseError
 from sipflow.ingest.pbxlog.types import ChannelEvent, EventKind
 from sipflow.sip.message import SipMessage, SipRequest
 from sipflow.sip.uri import parse_uri
@@ -45,7 +46,7 @@ def _uri_keys(msg: SipMessage) -> set[tuple[str, str | None]]:
             continue
         try:
             uri = parse_uri(na.uri)
-        except Exception:  # noqa: BLE001 - a URI we cannot read ties nothing
+        except ParseError:  # a URI we cannot read ties nothing
             continue
         user = (uri.user or "").lower()
         host = uri.host.lower()
@@ -60,15 +61,13 @@ def _invites(messages: list[SipMessage], source: int) -> list[tuple[int, SipMess
     out = []
     for m in messages:
         o = m.origin
-        if isinstance(m, SipRequest) and m.method == "INVITE" and not m.to_tag:
-            if o is not None and o.source == source and o.frames:
-                out.append((o.frames[0], m))
+        initial = isinstance(m, SipRequest) and m.method == "INVITE" and not m.to_tag
+        if initial and o is not None and o.source == source and o.frames:
+            out.append((o.frames[0], m))
     return out
 
 
-def _tie(
-    channel: str, first: int, invites: list[tuple[int, SipMessage]]
-) -> tuple[str, str] | None:
+def _tie(channel: str, first: int, invites: list[tuple[int, SipMessage]]) -> tuple[str, str] | None:
     """(call_id, rule) for one channel, or None."""
     key = _channel_key(channel)
     best: tuple[tuple[int, int], str, str] | None = None
