@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from sipflow.checks.sdp import CallMedia, media_for_call
 from sipflow.correlate.calls import BuilderOutput, CallBuilder, CallRecord
 from sipflow.engine.local import SourceResult, source_messages
 from sipflow.engine.merge import drop_duplicates, merge_timeline
@@ -97,7 +98,7 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
 
     counts = _Counts()
     builder = CallBuilder()
-    calls: list[CallRecord] = []
+    calls: list[tuple[CallRecord, CallMedia]] = []
     kept: list[SipMessage] = []
     activity = ActivitySummary(keep_records=opts.keep_records)
     findings: list[Finding] = []
@@ -107,6 +108,7 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
             kept.append(msg)
         _take(builder.feed(msg), calls, activity, findings, opts.keep_records)
     _take(builder.finish(), calls, activity, findings, opts.keep_records)
+    calls.sort(key=lambda cm: cm[0].start)
     for r in results:
         findings[:0] = r.findings
     events = _channel_events(results)
@@ -119,7 +121,8 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
         malformed=sum(r.malformed for r in results),
         start=counts.first_ts,
         end=counts.last_ts,
-        call_records=sorted(calls, key=lambda c: c.start),
+        call_records=[c for c, _ in calls],
+        call_media=[m for _, m in calls],
         activity=activity,
         finding_list=findings,
         message_list=kept,
@@ -154,15 +157,56 @@ def _guarded(path: str, source: int, result: SourceResult) -> Iterator[SipMessag
 
 def _take(
     out: BuilderOutput,
-    calls: list[CallRecord],
+    calls: list[tuple[CallRecord, CallMedia]],
     activity: ActivitySummary,
     findings: list[Finding],
     keep_records: bool,
 ) -> None:
-    if keep_records:
-        calls.extend(out.calls)
-    else:  # the summary only: drop the messages the records hold
-        calls.extend(replace(c, dialogs=(), transactions=()) for c in out.calls)
+    """File what the builder released: each call with its SDP negotiation judged now, while
+    its messages are still at hand (RFC 3264 checks in ``checks/sdp.py``)."""
+    for call in out.calls:
+        media = media_for_call(call)
+        findings.extend(media.findings)
+        if not keep_records:  # the summary only: drop the messages the records hold
+            call = replace(call, dialogs=(), transactions=())
+        calls.append((call, media))
     for tx in out.activity:
         activity.add(tx)
     findings.extend(out.findings)
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What ``convert`` wrote: messages, packets, the placeholder map and what it changed."""
+
+    messages: int
+    packets: int
+    mapping: dict[str, str]
+    stream_written_as_udp: int
+    mapping_path: str | None
+
+
+def convert(sources: Iterable[str | Path], output: str | Path) -> ConvertResult:
+    """Write the SIP messages of logs (or captures) to a classic pcap Wireshark opens.
+
+    Placeholder addresses (``caller_ip``) become documentation addresses (RFC 5737/3849);
+    the mapping is written beside the pcap as ``<output>.addresses.json``.
+    """
+    import json
+
+    from sipflow.ingest.pcapwrite import write_pcap
+
+    trace = analyze(sources, Options(keep_messages=True, keep_records=False))
+    counts: Counter[str] = Counter()
+    mapping = write_pcap(str(output), trace.message_list, {}, counts)
+    side = None
+    if mapping:
+        side = f"{output}.addresses.json"
+        Path(side).write_text(json.dumps(mapping, indent=2, sort_keys=True) + "\n")
+    return ConvertResult(
+        len(trace.message_list),
+        counts["packets"],
+        mapping,
+        counts["stream_written_as_udp"],
+        side,
+    )

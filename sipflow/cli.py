@@ -88,6 +88,34 @@ def analyze(
         raise typer.Exit(code)
 
 
+@app.command()
+def convert(
+    files: Annotated[
+        list[str], typer.Argument(help="PBX logs (FreeSWITCH, Asterisk, Kamailio, ...) or captures.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The pcap to write.")],
+) -> None:
+    """Write the SIP messages of PBX logs to a pcap that Wireshark, tshark and sngrep open.
+
+    Placeholder addresses in pasted logs become documentation addresses; the mapping is
+    written to OUTPUT.addresses.json.
+    """
+    from sipflow.api import convert as run
+
+    result = run(files, output)
+    typer.echo(f"wrote {result.messages} SIP messages in {result.packets} packets to {output}")
+    if result.stream_written_as_udp:
+        typer.echo(
+            f"{result.stream_written_as_udp} TCP/TLS messages whose body does not match their "
+            "Content-Length were written as UDP, so each stays one message",
+            err=True,
+        )
+    if result.mapping_path:
+        typer.echo(f"placeholder addresses mapped in {result.mapping_path}")
+    if result.messages == 0:
+        raise typer.Exit(EXIT_NOTHING_READ)
+
+
 def main() -> None:
     app()
 

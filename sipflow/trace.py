@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from sipflow import __version__
 from sipflow.findings import Finding
+from sipflow.ingest.pbxlog.types import ChannelEvent
 from sipflow.ingest.types import SourceStats
 from sipflow.sip.message import SipMessage
-
-from sipflow.ingest.pbxlog.types import ChannelEvent
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from sipflow.checks.sdp import CallMedia
     from sipflow.correlate.calls import CallRecord
     from sipflow.sip.transaction import TransactionRecord
 
@@ -110,7 +110,9 @@ def event_to_dict(e: ChannelEvent) -> dict[str, Any]:
 _STATE_KINDS = frozenset({"state_change", "callstate_change", "sofia_state", "hangup"})
 
 
-def channel_sequences(events: list[ChannelEvent], call_ids: tuple[str, ...]) -> list[dict[str, Any]]:
+def channel_sequences(
+    events: list[ChannelEvent], call_ids: tuple[str, ...]
+) -> list[dict[str, Any]]:
     """Per channel tied to one of ``call_ids``: its state transitions in time order."""
     wanted = set(call_ids)
     keys = {(e.source, e.uuid or e.channel) for e in events if e.call_id in wanted}
@@ -174,6 +176,8 @@ class Trace:
     message_list: list[SipMessage] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     channel_events: list[ChannelEvent] = field(default_factory=list)
+    call_media: list[CallMedia] = field(default_factory=list)
+    """SDP negotiation of each call, aligned with ``call_records``."""
     _frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     @property
@@ -205,15 +209,16 @@ class Trace:
             "sipflow": __version__,
             "sources": sources,
             "stats": self.stats(),
-            "calls": [self._call_dict(c) for c in self.call_records],
+            "calls": [self._call_dict(i, c) for i, c in enumerate(self.call_records)],
             "activity": self.activity.to_list(),
             "findings": [f.to_dict() for f in self.finding_list],
             "channel_events": [event_to_dict(e) for e in self.channel_events],
         }
 
-    def _call_dict(self, call: CallRecord) -> dict[str, Any]:
+    def _call_dict(self, index: int, call: CallRecord) -> dict[str, Any]:
         out = call_to_dict(call)
         out["channels"] = channel_sequences(self.channel_events, call.call_ids)
+        out["media"] = self.call_media[index].to_dict() if self.call_media else None
         return out
 
     # -- DataFrames (pandas imported on first use) -------------------------------------
@@ -244,6 +249,11 @@ class Trace:
     def dialogs(self) -> pd.DataFrame:
         """One row per dialog (Call-ID, From tag, To tag)."""
         return self._frame("dialogs")
+
+    @property
+    def sdp(self) -> pd.DataFrame:
+        """One row per m-line per offer/answer exchange (docs/json.md ``media``)."""
+        return self._frame("sdp")
 
     @property
     def findings(self) -> pd.DataFrame:

@@ -27,7 +27,9 @@ def _doc(paths: list[str | Path], **kw: bool) -> dict:
 
 
 def _calls_key(doc: dict) -> list[tuple]:
-    return [(tuple(c["call_ids"]), c["outcome"], c["final_code"], c["messages"]) for c in doc["calls"]]
+    return [
+        (tuple(c["call_ids"]), c["outcome"], c["final_code"], c["messages"]) for c in doc["calls"]
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,9 @@ def test_sample_calls_match_how_it_was_made(whole: dict) -> None:
     assert sum(whole["stats"]["sip_requests"].values()) == 17
 
 
-@pytest.mark.skipif(shutil.which("editcap") is None, reason="editcap (Debian wireshark-common) missing")
+@pytest.mark.skipif(
+    shutil.which("editcap") is None, reason="editcap (Debian wireshark-common) missing"
+)
 def test_two_capture_points_merge_on_one_timeline(tmp_path: Path, whole: dict) -> None:
     """The sample split by frame ranges into two files (odd/even frames, so every call spans
     both) gives the same calls and counts as the whole file."""
@@ -130,7 +134,9 @@ def test_unreadable_sources_exit_codes(tmp_path: Path) -> None:
     r = subprocess.run([*SIPFLOW, "analyze", str(missing)], capture_output=True, text=True)
     assert r.returncode == 3 and "Traceback" not in r.stderr
     r = subprocess.run(
-        [*SIPFLOW, "analyze", str(SAMPLE), str(missing), "-f", "json"], capture_output=True, text=True
+        [*SIPFLOW, "analyze", str(SAMPLE), str(missing), "-f", "json"],
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 4
     assert len(json.loads(r.stdout)["calls"]) == 5

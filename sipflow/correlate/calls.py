@@ -151,12 +151,15 @@ class CallBuilder:
 
     def feed(self, msg: SipMessage) -> BuilderOutput:
         now = msg.ts
-        self._now = max(self._now, now)
+        if now > self._now:
+            self._now = now
         out = BuilderOutput()
         tf = self._tracker.feed(msg, now)
-        self._take_records(tf.finished, out)
+        if tf.finished:
+            self._take_records(tf.finished, out)
         owner = self._route(msg, tf, out)
-        self._findings(owner, list(tf.findings), out)
+        if tf.findings:
+            self._findings(owner, list(tf.findings), out)
         if isinstance(owner, _Call):
             self._on_call_message(owner, msg, tf, out)
         self._release_ready(out, now)

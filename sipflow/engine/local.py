@@ -75,11 +75,13 @@ def _is_log(path: str) -> bool:
 
 
 def _parse_log(path: str, source: int, result: SourceResult) -> Iterator[SipMessage]:
+    placeholders: set[str] = set()
     for item in pbxlog.read_log(path, source, result.stats, result.findings):
         if isinstance(item, pbxlog.ChannelEvent):
             result.channel_events.append(item)
             continue
-        msg = _parse(item.data, item.origin, result)
+        _learn_placeholders(item.origin, placeholders)
+        msg = _parse(item.data, item.origin, result, placeholders)
         if msg is not None:
             result.log_messages.append(msg)
             yield msg
@@ -134,7 +136,28 @@ def _origin(dg: Datagram, frames: tuple[int, ...], ts: int) -> Origin:
     return Origin(dg.source, frames, ts, dg.src, dg.dst, dg.transport)
 
 
-def _parse(data: bytes, origin: Origin, result: SourceResult) -> SipMessage | None:
+def _learn_placeholders(origin: Origin, seen: set[str]) -> None:
+    """Names pasted in place of addresses (the seed's ``caller_ip``): not an IP, no dot."""
+    for ep in (origin.src, origin.dst):
+        if ep is not None and "." not in ep.ip and ":" not in ep.ip:
+            seen.add(ep.ip)
+
+
+# Problems a hand-edited paste causes when real addresses were replaced by names: the
+# names are not IP addresses, and shorter text leaves Content-Length too large.
+_EDIT_PROBLEMS = frozenset(
+    {
+        ProblemCode.BAD_VIA,
+        ProblemCode.BAD_ADDRESS,
+        ProblemCode.BAD_URI,
+        ProblemCode.CONTENT_LENGTH_MISMATCH,
+    }
+)
+
+
+def _parse(
+    data: bytes, origin: Origin, result: SourceResult, placeholders: set[str] | None = None
+) -> SipMessage | None:
     refs = tuple(Ref(origin.source, f) for f in origin.frames)
     try:
         msg = parse_message(data, origin)
@@ -147,7 +170,8 @@ def _parse(data: bytes, origin: Origin, result: SourceResult) -> SipMessage | No
         )
         return None
     if msg.problems:
-        worst = _add_problems(msg, refs, result.findings)
+        edited = _placeholders_in(data, placeholders) if placeholders else ()
+        worst = _add_problems(msg, refs, result.findings, edited)
         if worst is Severity.ERROR:
             result.malformed += 1
     return msg
@@ -181,11 +205,21 @@ _RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2}
 _RFC = re.compile(r"RFC \d+(?: §[\d.]+)?")
 
 
-def _add_problems(msg: SipMessage, refs: tuple[Ref, ...], out: list[Finding]) -> Severity:
-    """One Finding per parse problem; returns the worst severity."""
+def _placeholders_in(data: bytes, placeholders: set[str]) -> tuple[str, ...]:
+    return tuple(sorted(p for p in placeholders if p.encode() in data))
+
+
+def _add_problems(
+    msg: SipMessage, refs: tuple[Ref, ...], out: list[Finding], edited: tuple[str, ...] = ()
+) -> Severity:
+    """One Finding per parse problem; returns the worst severity. In a message whose
+    addresses were replaced by names (``edited``), the problems that causes are INFO."""
     worst = Severity.INFO
     for code, text in zip(msg.problem_codes, msg.problems, strict=True):
         severity = PROBLEM_SEVERITY.get(code, Severity.WARNING)
+        if edited and code in _EDIT_PROBLEMS:
+            severity = Severity.INFO
+            text = f"{text}; the paste has placeholder addresses ({', '.join(edited)})"
         if _RANK[severity] > _RANK[worst]:
             worst = severity
         rfc = _RFC.search(text)

@@ -136,3 +136,10 @@ def dialogs_frame(trace: Trace) -> pd.DataFrame:
         for d in c.dialogs
     ]
     return pd.DataFrame(rows)
+
+
+def sdp_frame(trace: Trace) -> pd.DataFrame:
+    from sipflow.checks.sdp import SDP_COLUMNS, sdp_rows
+
+    rows = [r for i, m in enumerate(trace.call_media) for r in sdp_rows(i, m)]
+    return pd.DataFrame(rows, columns=SDP_COLUMNS)

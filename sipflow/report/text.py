@@ -59,7 +59,7 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
 
 def call_lines(doc: dict[str, Any]) -> list[str]:
     headers = ["Call-ID", "From", "To", "Start (UTC)", "Outcome", "Code", "Reason",
-               "Setup ms", "PDD ms", "Dur s", "Ended by", "Msgs", "Retx"]  # fmt: skip
+               "Setup ms", "PDD ms", "Dur s", "Ended by", "Msgs", "Retx", "Media"]  # fmt: skip
     rows = []
     for c in doc["calls"]:
         cid = ",".join(c["call_ids"])
@@ -69,8 +69,21 @@ def call_lines(doc: dict[str, Any]) -> list[str]:
             _num(c["final_code"], "{}"), c["final_reason"] or "-",
             _num(c["setup_ms"]), _num(c["pdd_ms"]), _num(c["duration_s"], "{:.1f}"),
             c["ended_by"], str(c["messages"]), str(c["retransmissions"]),
+            (c.get("media") or {}).get("summary") or "-",
         ])  # fmt: skip
     return _table(headers, rows) if rows else ["(no calls)"]
+
+
+def channel_lines(doc: dict[str, Any]) -> list[str]:
+    """Each call's PBX channel state sequence (from logs), under the call's Call-ID."""
+    out: list[str] = []
+    for c in doc["calls"]:
+        for ch in c.get("channels") or ():
+            if not out:
+                out = ["", "Channel states (PBX log)"]
+            out.append(f"  {c['call_ids'][0]}  {ch['channel']}  uuid {ch['uuid'] or '-'}")
+            out.append("    " + ", ".join(ch["states"]))
+    return out
 
 
 def activity_lines(doc: dict[str, Any]) -> list[str]:
@@ -106,5 +119,12 @@ def finding_lines(doc: dict[str, Any]) -> list[str]:
 
 
 def render(doc: dict[str, Any]) -> str:
-    lines = [*summary_lines(doc), "", *call_lines(doc), *activity_lines(doc), *finding_lines(doc)]
+    lines = [
+        *summary_lines(doc),
+        "",
+        *call_lines(doc),
+        *channel_lines(doc),
+        *activity_lines(doc),
+        *finding_lines(doc),
+    ]
     return "\n".join(lines) + "\n"

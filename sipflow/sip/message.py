@@ -116,11 +116,12 @@ class _Message:
         value = self.headers.get("to")
         return _name_addr(value)[0] if value is not None else None
 
-    @property
+    # cached: read several times per message by the transaction, dialog and call layers
+    @cached_property
     def from_tag(self) -> str | None:
         return self.from_.tag if self.from_ else None
 
-    @property
+    @cached_property
     def to_tag(self) -> str | None:
         return self.to.tag if self.to else None
 
@@ -139,8 +140,9 @@ class _Message:
         found = [h for h in self.headers if h.key == "contact"]
         return tuple(c for h in found for c in _contacts(h.value)[0])
 
-    @property
+    @cached_property
     def ts(self) -> int:
+        """Time of the message (ns), from its origin; 0 without one."""
         return self.origin.ts if self.origin else 0
 
 
@@ -362,7 +364,13 @@ def parse_message(data: bytes, origin: Origin | None = None) -> SipMessage:
         msg = object.__new__(SipResponse)
         msg.__dict__.update(status=int(b), reason=c, version=a)
     msg.__dict__.update(
-        headers=headers, body=body, raw=data, eol=eol, origin=origin, start=lines[0]
+        headers=headers,
+        body=body,
+        raw=data,
+        eol=eol,
+        origin=origin,
+        start=lines[0],
+        ts=origin.ts if origin is not None else 0,
     )
     _validate(msg, problems)
     msg.__dict__.update(problems=tuple(problems.texts), problem_codes=tuple(problems.codes))

@@ -264,9 +264,24 @@ def key_of(msg: SipMessage) -> TxKey | None:
     return TxKey(ident, sent_by, method, rfc2543=True)
 
 
+# (host, port, transport) -> sent-by text; bounded, the values come from the wire
+_SENT_BY: dict[tuple[str, int | None, str], str] = {}
+
+
 def _sent_by(host: str, port: int | None, transport: str) -> str:
     """sent-by with the default port filled in (RFC 3261 §18.2.1: 5060, 5061 for TLS), so
     a CANCEL whose Via left out the port still names its INVITE (seen in real captures)."""
+    try:
+        return _SENT_BY[host, port, transport]
+    except KeyError:
+        text = _sent_by_text(host, port, transport)
+    if len(_SENT_BY) >= 4096:
+        _SENT_BY.clear()
+    _SENT_BY[host, port, transport] = text
+    return text
+
+
+def _sent_by_text(host: str, port: int | None, transport: str) -> str:
     if port is None:
         port = 5061 if transport in ("TLS", "WSS") else 5060
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
@@ -419,7 +434,8 @@ class TransactionTracker:
     # -- public API --------------------------------------------------------------------
 
     def feed(self, msg: SipMessage, now: int) -> TxFeed:
-        if self._timers and self._timers[0][0] <= now:
+        timers = self._timers
+        if timers and timers[0][0] <= now:
             finished, findings = self._fire(now)
         else:
             finished, findings = [], []
@@ -432,11 +448,12 @@ class TransactionTracker:
             disp, tx = self._request(key, msg, now, findings)
         else:
             disp, tx = self._response(key, msg, now, findings)
-        if tx is not None and tx.state is TxState.TERMINATED:
+        if tx is None:
+            return TxFeed(None, disp, None, tuple(finished), tuple(findings))
+        if tx.state is TxState.TERMINATED:
             finished.append(self._release(tx, "message"))
-        state = tx.state if tx is not None else None
-        out_key = tx.key if tx is not None else None
-        return TxFeed(out_key, disp, state, tuple(finished), tuple(findings))
+        done = tuple(finished) if finished else ()
+        return TxFeed(tx.key, disp, tx.state, done, tuple(findings) if findings else ())
 
     def expire(self, now: int) -> tuple[list[TransactionRecord], list[Finding]]:
         """Fire every timer due at or before ``now``."""

@@ -369,3 +369,50 @@ def test_chunk_columns_are_int64(tmp_path: Path) -> None:
         ch = next(iter(cap.chunks()))
         for col in (ch.frame, ch.ts, ch.link_type, ch.offset, ch.caplen, ch.origlen):
             assert col.dtype == np.int64
+
+
+def _mapped_rss_kb(path: Path) -> int | None:
+    """Resident kB of this process's mappings of ``path`` (Linux /proc/self/smaps)."""
+    smaps = Path("/proc/self/smaps")
+    if not smaps.exists():
+        return None
+    total, inside = 0, False
+    target = str(path.resolve())
+    for line in smaps.read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5:  # a mapping's first line
+            inside = len(head) >= 6 and head[5] == target
+        elif inside and head and head[0] == "Rss:":
+            total += int(head[1])
+    return total
+
+
+@pytest.mark.parametrize(
+    "name", ["goffinet__test_voip.pcap.pcapng", "goffinet__branch-scenario-sipp.pcapng"]
+)
+def test_consumed_pages_are_released(name: str) -> None:
+    """Pages of chunks already handed out are dropped from RSS, so memory stays flat with
+    the file size (without it every touched page stays resident: ~100% of the file). A
+    chunk read again afterwards still gives the file's bytes (its pages fault back in)."""
+    path = corpus(name)
+    size_kb = path.stat().st_size // 1024
+    most = 0
+    with open_capture(str(path)) as cap:
+        chunks = []
+        for ch in cap.chunks(size=500):
+            for i in range(len(ch)):
+                ch.data(i)  # touch every record's pages
+            chunks.append(ch)
+            rss = _mapped_rss_kb(path)
+            if rss is None:
+                pytest.skip("no /proc/self/smaps on this system")
+            most = max(most, rss)
+        assert size_kb > 2000
+        # the kernel maps pages around a fault in blocks, so some slack over a chunk
+        assert most < size_kb / 2, f"{most} kB of a {size_kb} kB capture were resident"
+        assert cap._released > (size_kb - 4) * 1024
+        raw = path.read_bytes()
+        first = chunks[0]
+        for i in range(len(first)):
+            off, n = int(first.offset[i]), int(first.caplen[i])
+            assert first.data(i) == raw[off : off + n]
