@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sipflow.checks.sdp import CallMedia, media_for_call
 from sipflow.correlate.calls import BuilderOutput, CallBuilder, CallRecord
@@ -22,11 +23,12 @@ from sipflow.engine.local import SourceResult, source_messages
 from sipflow.engine.merge import drop_duplicates, merge_timeline
 from sipflow.errors import InputError
 from sipflow.findings import Finding, Severity
-from sipflow.ingest import pbxlog
-from sipflow.ingest.pbxlog import ChannelEvent
 from sipflow.ingest.types import SourceStats
 from sipflow.sip.message import SipMessage, SipRequest
 from sipflow.trace import ActivitySummary, Trace
+
+if TYPE_CHECKING:
+    from sipflow.ingest.pbxlog import ChannelEvent
 
 
 @dataclass
@@ -136,7 +138,9 @@ def _channel_events(results: list[SourceResult]) -> list[ChannelEvent]:
     events: list[ChannelEvent] = []
     for r in results:
         if r.channel_events:
-            events.extend(pbxlog.link_channels(r.channel_events, r.log_messages))
+            from sipflow.ingest.pbxlog import link_channels
+
+            events.extend(link_channels(r.channel_events, r.log_messages))
             r.log_messages.clear()
     events.sort(key=lambda e: (e.ts, e.source, e.line))
     return events

@@ -9,11 +9,14 @@ from __future__ import annotations
 import enum
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sipflow import __version__
+
+if TYPE_CHECKING:
+    from sipflow.trace import Trace
 
 app = typer.Typer(
     add_completion=False,
@@ -63,6 +66,12 @@ def analyze(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html", help="Also write the self-contained HTML report (ladders, KPIs) here."
+        ),
+    ] = None,
 ) -> None:
     """Rebuild transactions, dialogs and calls; print a summary, the calls and findings.
 
@@ -73,7 +82,10 @@ def analyze(
     from sipflow.report.export import calls_csv, to_json
     from sipflow.report.text import render
 
-    trace = run(files, Options(keep_messages=False, keep_records=False))
+    keep = html is not None  # ladders need every message and transaction record
+    trace = run(files, Options(keep_messages=keep, keep_records=keep))
+    if html is not None:
+        _write_html(trace, html)
     doc = trace.to_dict()
     text = {Format.table: render, Format.json: to_json, Format.csv: calls_csv}[fmt](doc)
     if output is None:
@@ -91,7 +103,8 @@ def analyze(
 @app.command()
 def convert(
     files: Annotated[
-        list[str], typer.Argument(help="PBX logs (FreeSWITCH, Asterisk, Kamailio, ...) or captures.")
+        list[str],
+        typer.Argument(help="PBX logs (FreeSWITCH, Asterisk, Kamailio, ...) or captures."),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="The pcap to write.")],
 ) -> None:
@@ -114,6 +127,88 @@ def convert(
         typer.echo(f"placeholder addresses mapped in {result.mapping_path}")
     if result.messages == 0:
         raise typer.Exit(EXIT_NOTHING_READ)
+
+
+def _write_html(trace: Trace, path: Path) -> None:
+    from sipflow.reports_api import progress_bar, write_html
+
+    with progress_bar("rendering ladders") as advance:
+        size = write_html(trace, path, progress=advance)
+    typer.echo(f"HTML report written to {path} ({size / 1e6:.1f} MB)", err=True)
+
+
+class LadderFmt(enum.Enum):
+    text = "text"
+    svg = "svg"
+    html = "html"
+    mermaid = "mermaid"
+    plantuml = "plantuml"
+
+
+@app.command()
+def ladder(
+    files: Annotated[list[str], typer.Argument(help="Captures or PBX logs (merged).")],
+    call: Annotated[
+        str, typer.Option("--call", "-c", help="Call-ID (or a unique prefix) or call number.")
+    ],
+    fmt: Annotated[
+        LadderFmt, typer.Option("--format", "-f", help="text, svg, html, mermaid or plantuml.")
+    ] = LadderFmt.text,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")
+    ] = None,
+) -> None:
+    """Draw one call as a ladder diagram (terminal text, SVG, HTML, Mermaid, PlantUML)."""
+    import os
+
+    from sipflow.reports_api import CallNotFound, LadderFormat, full_trace, render_ladder
+
+    colour = output is None and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    trace = full_trace(files)
+    try:
+        text = render_ladder(trace, call, LadderFormat(fmt.value), colour)
+    except CallNotFound as exc:
+        typer.echo(f"sipflow: {exc}", err=True)
+        raise typer.Exit(2) from None
+    _emit(text, output)
+
+
+@app.command()
+def cdr(
+    files: Annotated[list[str], typer.Argument(help="Captures or PBX logs (merged).")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="cdr.csv, cdr.json or cdr.parquet (by suffix)."),
+    ] = None,
+    summary: Annotated[
+        bool, typer.Option("--summary", help="Print KPIs: ASR, NER, ACD, PDD, codes, calls/min.")
+    ] = False,
+) -> None:
+    """Write one CDR row per call; print KPIs with --summary."""
+    from sipflow.reports_api import cdr_summary, full_trace, write_cdr_file
+
+    if output is None and not summary:
+        typer.echo("sipflow: give --output FILE and/or --summary", err=True)
+        raise typer.Exit(2)
+    trace = full_trace(files)
+    lines = cdr_summary(trace) if summary else []
+    if output is not None:
+        try:
+            result = write_cdr_file(trace, output)
+        except (ValueError, ImportError) as exc:
+            typer.echo(f"sipflow: {exc}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"{result.rows} calls written to {output} ({result.format})", err=True)
+    if lines:
+        sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from sipflow import __version__
 from sipflow.findings import Finding
-from sipflow.ingest.pbxlog.types import ChannelEvent
 from sipflow.ingest.types import SourceStats
 from sipflow.sip.message import SipMessage
 
@@ -25,6 +24,8 @@ if TYPE_CHECKING:
 
     from sipflow.checks.sdp import CallMedia
     from sipflow.correlate.calls import CallRecord
+    from sipflow.ingest.pbxlog.types import ChannelEvent
+    from sipflow.report.view import CallView
     from sipflow.sip.transaction import TransactionRecord
 
 SCHEMA_VERSION = 1
@@ -259,3 +260,16 @@ class Trace:
     def findings(self) -> pd.DataFrame:
         """One row per Finding."""
         return self._frame("findings")
+
+    # -- notebooks (sipflow/report/view.py, html.py) -------------------------------------
+
+    def call(self, ident: str | int) -> CallView:
+        """One call by Call-ID, unique Call-ID prefix or number; ``.ladder()`` draws it."""
+        from sipflow.report.view import CallView
+
+        return CallView.find(self, ident)
+
+    def _repr_html_(self) -> str:
+        from sipflow.report.html import trace_html
+
+        return trace_html(self)

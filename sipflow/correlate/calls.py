@@ -216,6 +216,10 @@ class CallBuilder:
             return call
         if msg.to_tag and call is not None and call.dialogs.resolve(msg.from_tag, msg.to_tag):
             return call
+        if method == "ACK" and call is not None and msg.from_tag == call.caller_tag:
+            # RFC 3261 §17.1.1.3: the ACK to a non-2xx final; on a reliable transport Timer D
+            # is 0, so the INVITE transaction may already be gone when the ACK is seen.
+            return call
         if method in ("ACK", "BYE", "INVITE") and msg.to_tag:
             # RFC 3261 §12.2.2: a UAS answers a request for an unknown dialog with 481
             text = f"{method} for a dialog not seen in the input (Call-ID {msg.call_id})"
@@ -267,7 +271,7 @@ class CallBuilder:
             Disposition.REQUEST_RETRANSMISSION,
             Disposition.RESPONSE_RETRANSMISSION,
         )
-        if retransmitted or tf.disposition is Disposition.ACK_NON2XX:
+        if retransmitted or tf.disposition is Disposition.ACK_NON2XX or _late_ack(call, msg):
             return
         found: list[Finding] = []
         if isinstance(msg, SipResponse):
@@ -348,6 +352,16 @@ class CallBuilder:
         out.findings.extend(found)
         if isinstance(owner, _Call):
             owner.findings.extend(found)
+
+
+def _late_ack(call: _Call, msg: SipMessage) -> bool:
+    """An ACK to the call's last non-2xx final seen after its INVITE transaction ended
+    (Timer D is 0 on reliable transports, RFC 3261 §17.1.1.2): not a dialog request."""
+    if not isinstance(msg, SipRequest) or msg.method.upper() != "ACK":
+        return False
+    cseq = msg.cseq
+    final = call.last_final
+    return cseq is not None and cseq.seq == call.last_cseq and final is not None and final >= 300
 
 
 def _done(call: _Call, now: int) -> bool:

@@ -16,15 +16,17 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import count
+from typing import TYPE_CHECKING
 
 from sipflow.errors import ParseError
 from sipflow.findings import Finding, Ref, Severity
-from sipflow.ingest import pbxlog
 from sipflow.ingest.capture import read_capture
-from sipflow.ingest.pbxlog import ChannelEvent
 from sipflow.ingest.types import Datagram, SourceStats, Transport
 from sipflow.sip.framing import StreamFramer
 from sipflow.sip.message import Origin, ProblemCode, SipMessage, parse_message
+
+if TYPE_CHECKING:
+    from sipflow.ingest.pbxlog import ChannelEvent
 
 # Messages may arrive up to this much out of time order and still be sorted (ns).
 REORDER_WINDOW_NS = 2_000_000_000
@@ -71,10 +73,14 @@ def _is_log(path: str) -> bool:
         return False  # the capture reader reports the error
     if head.startswith(_CAPTURE_MAGIC):
         return False
-    return pbxlog.detect(head) is not None
+    from sipflow.ingest.pbxlog import detect  # imported only for non-capture input
+
+    return detect(head) is not None
 
 
 def _parse_log(path: str, source: int, result: SourceResult) -> Iterator[SipMessage]:
+    from sipflow.ingest import pbxlog
+
     placeholders: set[str] = set()
     for item in pbxlog.read_log(path, source, result.stats, result.findings):
         if isinstance(item, pbxlog.ChannelEvent):

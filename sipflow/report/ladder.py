@@ -176,14 +176,13 @@ class TraceIndex:
                 self._by_call_id.setdefault(m.call_id or "", []).append(m)
         return self._by_call_id.get(call_id, [])
 
-    def in_transactions(self) -> set[int]:
-        """ids of messages some call or activity transaction holds."""
+    def in_calls(self) -> set[int]:
+        """ids of messages some call's transactions hold (a message of the same Call-ID
+        that only non-call activity took, e.g. a stray ACK, still belongs in the ladder)."""
         if self._taken is None:
             taken: set[int] = set()
             for c in self.trace.call_records:
                 taken.update(id(m) for tx in c.transactions for m in tx.messages)
-            for tx in self.trace.activity.records:
-                taken.update(id(m) for m in tx.messages)
             self._taken = taken
         return self._taken
 
@@ -262,7 +261,7 @@ def linked_call_ids(
         return call_ids, ()
     ids = dict.fromkeys(call_ids)
     evidence: list[str] = []
-    channel_call = {e.channel: e.call_id for e in events if e.call_id}
+    channel_call: dict[str, str | None] = {e.channel: e.call_id for e in events if e.call_id}
     for _ in range(MAX_LINK_ROUNDS):
         ours = {e.channel for e in events if e.call_id in ids}
         added = False
@@ -314,7 +313,7 @@ def _leg_messages(
                 chosen[id(m)] = m
     lo = min(c.start for c in legs)
     hi = max([m.ts for m in chosen.values()] + [c.end or 0 for c in legs])
-    taken = idx.in_transactions() if chosen else set()
+    taken = idx.in_calls() if chosen else set()
     for cid in call_ids:
         for m in idx.messages_of(cid):
             if id(m) in chosen or id(m) in taken:

@@ -1,0 +1,395 @@
+"""Pair rules: how strongly the facts of two legs say they belong to one call.
+
+How this works: a candidate pair is (parent, child): the parent leg's INVITE reached a
+host (B2BUA, SBC, proxy) which then sent the child's INVITE, or the child names the
+parent (headers, logs, transfers). Each rule in :data:`RULES` is one small function that
+compares one aspect of the two legs and returns an :class:`Evidence` with a weight in
+log-odds units (natural log of a likelihood ratio, naive-Bayes style): positive when the
+observation is more likely for legs of one call than for two unrelated legs in the same
+time window, negative when less likely, ``None`` when it says nothing. :func:`score`
+adds the weights to a prior; the timing rules are correlated with each other (an
+automated peer answers every call after the same delay), so their sum is capped.
+Weights are round numbers chosen from the wire behaviour each rule cites, then checked
+against the corpus captures and the loopback runs in tests/correlate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sipflow.correlate.facts import LegFacts
+from sipflow.correlate.normalise import NumberPlan, normalise_user, same_number
+
+MS = 1_000_000
+PRIOR = -3.0
+"""Log-odds that two legs in a host-and-time window belong to one call, before evidence."""
+TIMING_CAP = 7.0
+"""The timing rules together never add more than this."""
+TIMING_RULES = frozenset({"invite_gap", "ringing_mirror", "final_mirror", "bye_mirror"})
+STRONG = 6.0
+"""A weight at least this high ties legs without any other evidence (headers, logs)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One comparison: the rule, the field compared, the two values and the weight."""
+
+    rule: str
+    field: str
+    a: str | None
+    b: str | None
+    weight: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "rule": self.rule,
+            "field": self.field,
+            "a": self.a,
+            "b": self.b,
+            "weight": round(self.weight, 2),
+        }
+
+
+@dataclass(slots=True)
+class Leg:
+    """A leg as the rules see it: its facts, index and normalised parties (computed once)."""
+
+    i: int
+    f: LegFacts
+    caller: str | None
+    callee: str | None
+    """To user (the Request-URI user when To has none)."""
+    targets: frozenset[str]
+    """Normalised To, Request-URI, History-Info and Diversion users: who was called."""
+    src_host: str | None
+    """Host that sent the nearest INVITE (an IP, or its alias: one box, several IPs)."""
+    dst_host: str | None
+    """Host the farthest INVITE went to."""
+
+    @classmethod
+    def of(cls, i: int, f: LegFacts, plan: NumberPlan, aliases: dict[str, str]) -> Leg:
+        callee = normalise_user(f.to_user or f.ruri_user, plan)
+        targets = {
+            n
+            for u in (f.to_user, f.ruri_user, *f.history, *f.diversion)
+            if (n := normalise_user(u, plan))
+        }
+        src = f.near.src[0] if f.near.src else None
+        dst = f.far.dst[0] if f.far.dst else None
+        return cls(
+            i,
+            f,
+            normalise_user(f.from_user, plan),
+            callee,
+            frozenset(targets),
+            aliases.get(src, src) if src else None,
+            aliases.get(dst, dst) if dst else None,
+        )
+
+
+Rule = Callable[[Leg, Leg, NumberPlan], "Evidence | None"]
+
+
+def _ms(ns: int) -> str:
+    return f"{ns / MS:+.1f} ms"
+
+
+def _step(value: float, table: tuple[tuple[float, float], ...], default: float) -> float:
+    """First weight whose bound ``value`` does not exceed (tables ascend)."""
+    for bound, weight in table:
+        if value <= bound:
+            return weight
+    return default
+
+
+# -- explicit identifiers ---------------------------------------------------------------
+
+
+def rule_id_header(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """X-CID / X-Call-ID style header: one leg names the other's Call-ID, or both carry
+    the same value (the SBC copies the A-leg Call-ID into the B-leg)."""
+    for x, y in ((b, a), (a, b)):
+        for name, value in x.f.id_headers:
+            if value in y.f.call_ids:
+                return Evidence("id_header", name, y.f.call_id, value, 9.0)
+    shared = set(a.f.id_headers) & set(b.f.id_headers)
+    if shared:
+        name, value = min(shared)
+        return Evidence("id_header", name, value, value, 8.0)
+    return None
+
+
+def rule_session_id(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """RFC 7989 §6: a B2BUA passes the Session-ID UUIDs from one leg to the other."""
+    shared = set(a.f.session_ids) & set(b.f.session_ids)
+    if not shared:
+        return None
+    uuid = min(shared)
+    return Evidence("session_id", "Session-ID", uuid, uuid, 8.0)
+
+
+def rule_icid(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """RFC 7315 §4.6: the icid-value of P-Charging-Vector is kept along the session."""
+    shared = set(a.f.icids) & set(b.f.icids)
+    if not shared:
+        return None
+    icid = min(shared)
+    return Evidence("icid", "P-Charging-Vector icid-value", icid, icid, 8.0)
+
+
+def call_id_core(call_id: str) -> str:
+    """The local part of a Call-ID (before ``@``): what SBCs prefix or suffix."""
+    return call_id.split("@", 1)[0]
+
+
+def rule_call_id_relation(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """One Call-ID contains the other's local part (an SBC adding a prefix or suffix)."""
+    ca, cb = call_id_core(a.f.call_id), call_id_core(b.f.call_id)
+    if ca == cb or min(len(ca), len(cb)) < 8:
+        return None
+    if ca in cb or cb in ca:
+        return Evidence("call_id_relation", "Call-ID", a.f.call_id, b.f.call_id, 6.0)
+    return None
+
+
+def rule_replaces(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """RFC 3891 §3: the new INVITE's Replaces names the dialog it takes over."""
+    for cid in b.f.replaces:
+        if cid in a.f.call_ids:
+            return Evidence("replaces", "Replaces", a.f.call_id, cid, 9.0)
+    return None
+
+
+def rule_refer(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """RFC 3515 §2.4.2: a REFER in ``a`` asks for a new INVITE to its Refer-To target,
+    sent soon after it (RFC 3892 Referred-By on that INVITE names the referrer)."""
+    for user, replaces, ts in a.f.refers:
+        if not 0 <= b.f.near.invite - ts <= 32_000 * MS:  # Timer B-ish bound
+            continue
+        target = normalise_user(user, plan)
+        if target and target in b.targets:
+            weight = 5.0 + (1.0 if b.f.referred_by else 0.0)
+            return Evidence("refer", "Refer-To", user, b.f.to_user, weight)
+        if replaces and replaces in b.f.replaces:
+            return Evidence("refer", "Refer-To Replaces", replaces, replaces, 8.0)
+    return None
+
+
+def rule_via_chain(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """RFC 3261 §16.6 step 8: a proxy pushes its Via above the ones it received, so the
+    forwarded INVITE still carries the parent's branch below the top."""
+    if a.f.far_branch and a.f.far_branch in b.f.vias[1:]:
+        return Evidence("via_chain", "Via branch", a.f.far_branch, a.f.far_branch, 7.0)
+    return None
+
+
+def rule_same_dialog(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """RFC 3261 §16.6: a proxy leaves From (with its tag) and CSeq alone; a B2BUA makes
+    its own. The same tag and CSeq under another Call-ID: a proxy hiding Call-IDs."""
+    tag = a.f.from_tag
+    if not tag or len(tag) < 4 or tag != b.f.from_tag:
+        return None
+    weight = 5.0 if a.f.cseq is not None and a.f.cseq == b.f.cseq else 3.0
+    return Evidence(
+        "same_dialog", "From tag, CSeq", f"{tag} {a.f.cseq}", f"{tag} {b.f.cseq}", weight
+    )
+
+
+# -- topology ---------------------------------------------------------------------------
+
+
+def _addr_text(addr: tuple[str, int] | None) -> str | None:
+    if addr is None:
+        return None
+    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+
+
+def rule_hop(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """The host the parent's INVITE went to sent the child's INVITE: from the same
+    address and port (one SIP socket) counts more than the same address only."""
+    dst, src = a.f.far.dst, b.f.near.src
+    if dst is None or src is None or a.dst_host != b.src_host:
+        return None
+    weight = 1.5 if dst == src else 0.0
+    return Evidence("hop", "INVITE dst -> src", _addr_text(dst), _addr_text(src), weight)
+
+
+def rule_back_to_caller(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """A B2BUA does not route a call back to the endpoint that sent it (RFC 5393 loops)."""
+    if a.f.near.src is not None and a.f.near.src == b.f.far.dst:
+        text = _addr_text(a.f.near.src)
+        return Evidence("back_to_caller", "caller = callee endpoint", text, text, -3.0)
+    return None
+
+
+# -- timing -----------------------------------------------------------------------------
+
+GAP = ((50 * MS, 2.0), (1000 * MS, 1.0), (10_000 * MS, 0.0))
+MIRROR = ((5 * MS, 3.0), (50 * MS, 2.0), (500 * MS, 1.0), (2000 * MS, 0.0))
+BYE = ((20 * MS, 2.5), (500 * MS, 1.5), (2000 * MS, 0.0))
+
+
+def rule_invite_gap(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """A B2BUA sends the child INVITE soon after the parent's arrived."""
+    gap = b.f.near.invite - a.f.far.invite
+    if gap < -5 * MS:
+        return Evidence("invite_gap", f"INVITE b-a {_ms(gap)}", "INVITE", "INVITE", -2.0)
+    weight = _step(gap, GAP, -1.0)
+    return Evidence("invite_gap", f"INVITE b-a {_ms(gap)}", "INVITE", "INVITE", weight)
+
+
+def rule_ringing_mirror(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """The child's 18x is relayed to the parent at once (or the B2BUA rings on dialling)."""
+    ra, rb = a.f.far.ringing, b.f.near.ringing
+    if ra is None or rb is None or ra < b.f.near.invite - 5 * MS:
+        return None
+    weight = _step(abs(ra - rb), MIRROR, 0.0)
+    return Evidence("ringing_mirror", f"first 18x a-b {_ms(ra - rb)}", "18x", "18x", weight)
+
+
+def _final_weight(a: LegFacts, b: LegFacts) -> float:
+    fa, fb, ca, cb = a.far.final, b.near.final, a.far.code, b.near.code
+    if fa is None or fb is None or ca is None or cb is None:
+        return 0.0
+    if fa < b.near.invite:  # the parent was answered/failed before the child began (IVR)
+        return 0.0
+    a_ok, b_ok = ca < 300, cb < 300
+    if a_ok and b_ok:
+        return _step(abs(fa - fb), MIRROR, -2.0) + 1.0
+    if not a_ok and not b_ok:
+        return _step(abs(fa - fb), MIRROR, -1.0)
+    return -3.0 if b_ok else 0.0  # child answered while the parent failed: contradiction
+
+
+def rule_final_mirror(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """The child's final response is relayed to the parent (2xx: the bridge answers)."""
+    fa, fb = a.f.far.final, b.f.near.final
+    if fa is None or fb is None:
+        return None
+    text = f"{a.f.far.code} {_ms(fa - fb)}"
+    return Evidence(
+        "final_mirror", "final a - b", str(b.f.near.code), text, _final_weight(a.f, b.f)
+    )
+
+
+def rule_bye_mirror(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """A BYE on one leg is relayed to the other."""
+    ea, eb = a.f.end, b.f.end
+    if ea is None or eb is None:
+        return None
+    weight = _step(abs(ea - eb), BYE, -2.0)
+    return Evidence("bye_mirror", f"BYE a-b {_ms(ea - eb)}", "BYE", "BYE", weight)
+
+
+# -- parties and media ------------------------------------------------------------------
+
+
+def rule_caller(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """The calling party is usually passed on (after number normalisation)."""
+    same = same_number(a.caller, b.caller, plan)
+    if same is None:
+        return None
+    both_numbers = bool(a.caller and b.caller and a.caller.isdigit() and b.caller.isdigit())
+    weight = 1.5 if same else (-1.0 if both_numbers else 0.0)
+    return Evidence("caller", "From user", a.f.from_user, b.f.from_user, weight)
+
+
+def rule_callee(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """The called party: the child's target is the parent's (or the parent's target is in
+    the child's History-Info / Diversion: the call was forwarded, RFC 7044 / RFC 5806)."""
+    if not a.callee or not b.targets:
+        return None
+    if any(same_number(a.callee, t, plan) for t in b.targets):
+        hist = a.callee not in {normalise_user(b.f.to_user or b.f.ruri_user, plan)}
+        name = "History-Info/Diversion" if hist else "To user"
+        return Evidence("callee", name, a.f.to_user, b.f.to_user, 2.0 if hist else 1.5)
+    numbers = a.callee.isdigit() and bool(b.callee) and (b.callee or "").isdigit()
+    if numbers:
+        return Evidence("callee", "To user", a.f.to_user, b.f.to_user, -0.5)
+    return None
+
+
+def rule_sdp_origin(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """The same o= (RFC 8866 §5.2 username, sess-id, address): the SDP passed through."""
+    shared = set(a.f.origins) & set(b.f.origins)
+    if not shared:
+        return None
+    o = min(shared)
+    return Evidence("sdp_origin", "o=", o, o, 4.0)
+
+
+def rule_media_addr(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """The same media address:port on both legs: direct media, or a proxy."""
+    shared = set(a.f.offer_addrs + a.f.answer_addrs) & set(b.f.offer_addrs + b.f.answer_addrs)
+    if not shared:
+        return None
+    addr = min(shared)
+    return Evidence("media_addr", "c=/m= address", addr, addr, 3.0)
+
+
+def rule_codecs(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """Offered codecs overlap (a transcoding B2BUA may still change them: weak)."""
+    if not a.f.codecs or not b.f.codecs:
+        return None
+    common = set(a.f.codecs) & set(b.f.codecs)
+    weight = 0.3 if common else -0.5
+    return Evidence("codecs", "offered codecs", ",".join(a.f.codecs), ",".join(b.f.codecs), weight)
+
+
+def rule_crypto(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """The same SRTP suite on both legs (RFC 4568); a B2BUA picks new keys, not suites."""
+    if not a.f.crypto or not b.f.crypto:
+        return None
+    sa = {c.split("#")[0] for c in a.f.crypto}
+    sb = {c.split("#")[0] for c in b.f.crypto}
+    weight = 0.5 if sa & sb else -0.3
+    return Evidence("crypto", "SRTP suite", ",".join(a.f.crypto), ",".join(b.f.crypto), weight)
+
+
+RULES: dict[str, Rule] = {
+    "id_header": rule_id_header,
+    "session_id": rule_session_id,
+    "icid": rule_icid,
+    "call_id_relation": rule_call_id_relation,
+    "replaces": rule_replaces,
+    "refer": rule_refer,
+    "via_chain": rule_via_chain,
+    "same_dialog": rule_same_dialog,
+    "hop": rule_hop,
+    "back_to_caller": rule_back_to_caller,
+    "invite_gap": rule_invite_gap,
+    "ringing_mirror": rule_ringing_mirror,
+    "final_mirror": rule_final_mirror,
+    "bye_mirror": rule_bye_mirror,
+    "caller": rule_caller,
+    "callee": rule_callee,
+    "sdp_origin": rule_sdp_origin,
+    "media_addr": rule_media_addr,
+    "codecs": rule_codecs,
+    "crypto": rule_crypto,
+}
+
+PROXY_RULES = frozenset({"via_chain", "same_dialog"})
+"""Rules that say the child is the same dialog one proxy hop further (role ``hop n``)."""
+TRANSFER_RULES = frozenset({"replaces", "refer"})
+
+
+def score(
+    a: Leg, b: Leg, plan: NumberPlan, extra: tuple[Evidence, ...] = ()
+) -> tuple[float, tuple[Evidence, ...]]:
+    """Log-odds that ``b`` continues ``a``'s call, and the evidence behind it."""
+    found = list(extra)
+    for rule in RULES.values():
+        ev = rule(a, b, plan)
+        if ev is not None:
+            found.append(ev)
+    timing = sum(e.weight for e in found if e.rule in TIMING_RULES)
+    rest = sum(e.weight for e in found if e.rule not in TIMING_RULES)
+    return PRIOR + min(timing, TIMING_CAP) + rest, tuple(found)
+
+
+def main_rule(evidence: tuple[Evidence, ...]) -> str:
+    """The rule that carried the link: the heaviest positive piece of evidence."""
+    best = max(evidence, key=lambda e: e.weight, default=None)
+    return best.rule if best is not None and best.weight > 0 else "none"

@@ -1,0 +1,69 @@
+"""Mermaid and PlantUML sequence-diagram exports of a LadderModel.
+
+How this works: one participant per lane (alias ``L0``, ``L1``... with the ``host:port``
+and User-Agent as the shown name), one message line per arrow in row order, dashed
+arrows for responses and retransmissions marked ``(rtx)``, PBX channel marks as notes
+over their lane. Text is escaped for each language: Mermaid treats ``;`` and ``#`` as
+syntax in message text (replaced by ``#59;``/``#35;`` entity codes), PlantUML needs no
+escaping in message text except line breaks.
+"""
+
+from __future__ import annotations
+
+from sipflow.report.ladder import Arrow, LadderModel
+
+
+def _name(model: LadderModel, lane: int) -> str:
+    lane_ = model.lanes[lane]
+    return f"{lane_.key} ({lane_.label})" if lane_.label else lane_.key
+
+
+def _text(a: Arrow) -> str:
+    text = a.label + (" (rtx)" if a.retransmission else "")
+    if a.sdp:
+        text += f" [SDP {a.sdp}]"
+    if a.badges:
+        text += " !" + ",".join(sorted({b.code for b in a.badges}))
+    return text
+
+
+def _mermaid_escape(text: str) -> str:
+    return text.replace("#", "#35;").replace(";", "#59;").replace("\n", " ")
+
+
+def to_mermaid(model: LadderModel) -> str:
+    """A Mermaid ``sequenceDiagram`` of the ladder."""
+    lines = ["sequenceDiagram"]
+    if model.title:
+        lines.append(f"    title {_mermaid_escape(model.title)}")
+    for lane in model.lanes:
+        name = _mermaid_escape(_name(model, lane.index))
+        lines.append(f"    participant L{lane.index} as {name}")
+    for row in model.rows:
+        if row.kind == "arrow":
+            a = model.arrows[row.index]
+            op = "->>" if a.is_request and not a.retransmission else "-->>"
+            lines.append(f"    L{a.src}{op}L{a.dst}: {_mermaid_escape(_text(a))}")
+        else:
+            m = model.marks[row.index]
+            lines.append(f"    Note over L{m.lane}: {_mermaid_escape(m.text)}")
+    return "\n".join(lines) + "\n"
+
+
+def to_plantuml(model: LadderModel) -> str:
+    """A PlantUML sequence diagram of the ladder."""
+    lines = ["@startuml"]
+    if model.title:
+        lines.append(f"title {model.title}")
+    for lane in model.lanes:
+        lines.append(f'participant "{_name(model, lane.index)}" as L{lane.index}')
+    for row in model.rows:
+        if row.kind == "arrow":
+            a = model.arrows[row.index]
+            op = "->" if a.is_request and not a.retransmission else "-->"
+            lines.append(f"L{a.src} {op} L{a.dst} : {_text(a)}")
+        else:
+            m = model.marks[row.index]
+            lines.append(f"hnote over L{m.lane} : {m.text}")
+    lines.append("@enduml")
+    return "\n".join(lines) + "\n"

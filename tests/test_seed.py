@@ -1,0 +1,84 @@
+"""The seed's FreeSWITCH B2BUA trace end to end through `sipflow analyze` (JSON).
+
+tests/data/pbxlog/ holds lines 1-593 of ../shared/seed/call-routing-article.txt (source
+noted in its README): a TCP caller bridged to a TLS trunk that challenges with 407, pasted
+HTML-escaped with placeholder addresses. What it must show was read from the trace by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SEED = (
+    Path(__file__).resolve().parent / "data" / "pbxlog" / "freeswitch_seed_call_routing_article.txt"
+)
+
+
+@pytest.fixture(scope="module")
+def doc() -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "sipflow.cli", "analyze", str(SEED), "--format", "json"],
+        capture_output=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def test_two_legs_and_their_outcomes(doc: dict) -> None:
+    assert doc["sources"][0]["format"] == "freeswitch"
+    inbound, outbound = doc["calls"]
+    assert inbound["hops"] == ["caller_ip:35365 -> via_addr:5060"]
+    assert outbound["hops"] == ["via_addr:5080 -> ip_addr:5061"]
+    assert (inbound["outcome"], inbound["final_code"]) == ("answered", 200)
+    assert (outbound["outcome"], outbound["final_code"]) == ("answered", 200)
+    # 407 -> ACK -> authenticated INVITE -> 100 -> 200 -> ACK, after the first INVITE and its 100
+    assert outbound["auth_challenges"] == 1
+    assert outbound["messages"] == 8
+    assert doc["stats"]["transports"] == {"TCP": 4, "TLS": 8}
+
+
+def test_ack_to_the_407_belongs_to_the_call(doc: dict) -> None:
+    """On TLS Timer D is 0: the ACK to the 407 comes after the INVITE transaction ended and
+    must still be filed with its call, not reported as a request for an unknown dialog."""
+    codes = {f["code"] for f in doc["findings"]}
+    assert "sip.unknown_dialog" not in codes
+    assert doc["activity"] == []
+
+
+def test_negotiated_media_per_leg(doc: dict) -> None:
+    inbound, outbound = doc["calls"]
+    assert inbound["media"]["summary"] == "PCMA/8000 20ms, DTMF 101"
+    assert (
+        outbound["media"]["summary"]
+        == "PCMA/8000 20ms, DTMF 101, SRTP AES_CM_256_HMAC_SHA1_80 tag 3"
+    )
+    codes = [f["code"] for f in doc["findings"]]
+    for code in ("sdp.profile_mismatch", "sdp.malformed_line", "sdp.telephone_event_mismatch"):
+        assert code in codes
+
+
+def test_channel_states_on_each_leg(doc: dict) -> None:
+    inbound, outbound = doc["calls"]
+    (a,) = inbound["channels"]
+    (b,) = outbound["channels"]
+    assert a["uuid"] == "a8a2003f-5755-40fe-ab63-aab2f5264886"
+    assert b["uuid"] == "cc1ae238-9efd-4f51-93e9-05abd48bea4d"
+    assert a["states"][:3] == [
+        "sofia_state:100->received",
+        "state_change:CS_NEW->CS_INIT",
+        "state_change:CS_INIT->CS_ROUTING",
+    ]
+    assert "callstate_change:EARLY->ACTIVE" in a["states"]
+    assert "state_change:CS_CONSUME_MEDIA->CS_EXCHANGE_MEDIA" in b["states"]
+
+
+def test_placeholders_do_not_count_as_malformed(doc: dict) -> None:
+    """The paste replaced addresses with names; that is reported as info, not as malformed SIP."""
+    assert doc["stats"]["malformed"] == 0
+    edited = [f for f in doc["findings"] if "placeholder addresses" in f["message"]]
+    assert edited and all(f["severity"] == "info" for f in edited)
