@@ -211,6 +211,16 @@ def _emit(text: str, output: Path | None) -> None:
         output.write_text(text, encoding="utf-8")
 
 
+@app.command()
+def b2bua(
+    config: Annotated[Path, typer.Option("--config", "-c", help="TOML config (docs/b2bua.md).")],
+) -> None:
+    """Run the reference B2BUA until Ctrl-C; writes the pcap, log and truth it is told to."""
+    from sipflow.b2bua import run_b2bua
+
+    raise typer.Exit(run_b2bua(config))
+
+
 def main() -> None:
     app()
 

@@ -29,6 +29,8 @@ TIMING_CAP = 7.0
 TIMING_RULES = frozenset({"invite_gap", "ringing_mirror", "final_mirror", "bye_mirror"})
 STRONG = 6.0
 """A weight at least this high ties legs without any other evidence (headers, logs)."""
+STRONG_DOUBT = -2.0
+"""The most header-free evidence can take off a pair tied by an explicit identifier."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +68,20 @@ class Leg:
     """Host that sent the nearest INVITE (an IP, or its alias: one box, several IPs)."""
     dst_host: str | None
     """Host the farthest INVITE went to."""
+    origins: frozenset[str] = frozenset()
+    """The leg's o= values that few legs share (a constant o= says nothing)."""
+    media: frozenset[str] = frozenset()
+    """The leg's media addresses that few legs share (phones reuse RTP ports)."""
 
     @classmethod
-    def of(cls, i: int, f: LegFacts, plan: NumberPlan, aliases: dict[str, str]) -> Leg:
+    def of(
+        cls,
+        i: int,
+        f: LegFacts,
+        plan: NumberPlan,
+        aliases: dict[str, str],
+        common: frozenset[str] = frozenset(),
+    ) -> Leg:
         callee = normalise_user(f.to_user or f.ruri_user, plan)
         targets = {
             n
@@ -85,7 +98,29 @@ class Leg:
             frozenset(targets),
             aliases.get(src, src) if src else None,
             aliases.get(dst, dst) if dst else None,
+            frozenset(o for o in f.origins if o not in common and _unique_origin(o)),
+            frozenset(set(f.offer_addrs + f.answer_addrs) - common),
         )
+
+
+def _unique_origin(o: str) -> bool:
+    """An o= whose sess-id can tell sessions apart (RFC 8866 §5.2 suggests an NTP time;
+    some UAs send 0 or a fixed value)."""
+    parts = o.split()
+    return len(parts) >= 2 and len(parts[1]) >= 6 and parts[1].strip("0") != ""
+
+
+SHARED_LIMIT = 4
+"""An o= or media address carried by more legs than this is a constant, not evidence."""
+
+
+def common_values(facts: list[LegFacts]) -> frozenset[str]:
+    """o= values and media addresses seen on more than SHARED_LIMIT legs."""
+    seen: dict[str, int] = {}
+    for f in facts:
+        for v in set(f.origins + f.offer_addrs + f.answer_addrs):
+            seen[v] = seen.get(v, 0) + 1
+    return frozenset(v for v, n in seen.items() if n > SHARED_LIMIT)
 
 
 Rule = Callable[[Leg, Leg, NumberPlan], "Evidence | None"]
@@ -143,6 +178,16 @@ def call_id_core(call_id: str) -> str:
     return call_id.split("@", 1)[0]
 
 
+def rule_same_call_id(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """RFC 3261 §16.6: a proxy (or an SBC that keeps it) forwards the Call-ID unchanged;
+    the same Call-ID seen as two legs is one call on two sides of that box."""
+    shared = set(a.f.call_ids) & set(b.f.call_ids)
+    if not shared:
+        return None
+    cid = min(shared)
+    return Evidence("same_call_id", "Call-ID", cid, cid, 6.0)
+
+
 def rule_call_id_relation(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
     """One Call-ID contains the other's local part (an SBC adding a prefix or suffix)."""
     ca, cb = call_id_core(a.f.call_id), call_id_core(b.f.call_id)
@@ -164,6 +209,10 @@ def rule_replaces(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
 def rule_refer(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
     """RFC 3515 §2.4.2: a REFER in ``a`` asks for a new INVITE to its Refer-To target,
     sent soon after it (RFC 3892 Referred-By on that INVITE names the referrer)."""
+    for x, y in ((a, b), (b, a)):
+        for _user, replaces, _ts in x.f.refers:
+            if replaces and replaces in y.f.call_ids:
+                return Evidence("refer", "Refer-To Replaces", y.f.call_id, replaces, 8.0)
     for user, replaces, ts in a.f.refers:
         if not 0 <= b.f.near.invite - ts <= 32_000 * MS:  # Timer B-ish bound
             continue
@@ -216,10 +265,23 @@ def rule_hop(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
 
 
 def rule_back_to_caller(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
-    """A B2BUA does not route a call back to the endpoint that sent it (RFC 5393 loops)."""
-    if a.f.near.src is not None and a.f.near.src == b.f.far.dst:
-        text = _addr_text(a.f.near.src)
-        return Evidence("back_to_caller", "caller = callee endpoint", text, text, -3.0)
+    """The child goes back to the endpoint that sent the parent. An SBC in front of a PBX
+    does that (hairpin: doubt); a child from another port of the parent's destination
+    address that goes back to the parent's sender is rather a second program on that
+    host calling the same box (loopback test rigs): strong doubt."""
+    if a.f.near.src is None or a.f.near.src != b.f.far.dst:
+        return None
+    text = _addr_text(a.f.near.src)
+    weight = -1.0 if a.f.far.dst == b.f.near.src else -3.0
+    return Evidence("back_to_caller", "caller = callee endpoint", text, text, weight)
+
+
+def rule_swapped(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """Caller and callee swapped: a call the other way (a callback), not a continuation."""
+    if not (a.caller and a.callee and b.caller and b.callee) or a.caller == a.callee:
+        return None
+    if same_number(a.caller, b.callee, plan) and same_number(a.callee, b.caller, plan):
+        return Evidence("swapped", "From/To users", a.f.from_user, b.f.to_user, -4.0)
     return None
 
 
@@ -233,6 +295,9 @@ BYE = ((20 * MS, 2.5), (500 * MS, 1.5), (2000 * MS, 0.0))
 def rule_invite_gap(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
     """A B2BUA sends the child INVITE soon after the parent's arrived."""
     gap = b.f.near.invite - a.f.far.invite
+    if a.f.answer is not None and a.f.answer < b.f.near.invite:
+        # IVR first, then dial: how soon after the parent's INVITE says little
+        return Evidence("invite_gap", f"INVITE b-a {_ms(gap)}, a answered", "200", "INVITE", -1.0)
     if gap < -5 * MS:
         return Evidence("invite_gap", f"INVITE b-a {_ms(gap)}", "INVITE", "INVITE", -2.0)
     weight = _step(gap, GAP, -1.0)
@@ -312,20 +377,20 @@ def rule_callee(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
 
 def rule_sdp_origin(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
     """The same o= (RFC 8866 §5.2 username, sess-id, address): the SDP passed through."""
-    shared = set(a.f.origins) & set(b.f.origins)
+    shared = a.origins & b.origins
     if not shared:
         return None
     o = min(shared)
-    return Evidence("sdp_origin", "o=", o, o, 4.0)
+    return Evidence("sdp_origin", "o=", o, o, 3.0)
 
 
 def rule_media_addr(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
     """The same media address:port on both legs: direct media, or a proxy."""
-    shared = set(a.f.offer_addrs + a.f.answer_addrs) & set(b.f.offer_addrs + b.f.answer_addrs)
+    shared = a.media & b.media
     if not shared:
         return None
     addr = min(shared)
-    return Evidence("media_addr", "c=/m= address", addr, addr, 3.0)
+    return Evidence("media_addr", "c=/m= address", addr, addr, 2.0)
 
 
 def rule_codecs(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
@@ -351,6 +416,7 @@ RULES: dict[str, Rule] = {
     "id_header": rule_id_header,
     "session_id": rule_session_id,
     "icid": rule_icid,
+    "same_call_id": rule_same_call_id,
     "call_id_relation": rule_call_id_relation,
     "replaces": rule_replaces,
     "refer": rule_refer,
@@ -358,6 +424,7 @@ RULES: dict[str, Rule] = {
     "same_dialog": rule_same_dialog,
     "hop": rule_hop,
     "back_to_caller": rule_back_to_caller,
+    "swapped": rule_swapped,
     "invite_gap": rule_invite_gap,
     "ringing_mirror": rule_ringing_mirror,
     "final_mirror": rule_final_mirror,
@@ -370,7 +437,7 @@ RULES: dict[str, Rule] = {
     "crypto": rule_crypto,
 }
 
-PROXY_RULES = frozenset({"via_chain", "same_dialog"})
+PROXY_RULES = frozenset({"via_chain", "same_dialog", "same_call_id"})
 """Rules that say the child is the same dialog one proxy hop further (role ``hop n``)."""
 TRANSFER_RULES = frozenset({"replaces", "refer"})
 
@@ -378,15 +445,24 @@ TRANSFER_RULES = frozenset({"replaces", "refer"})
 def score(
     a: Leg, b: Leg, plan: NumberPlan, extra: tuple[Evidence, ...] = ()
 ) -> tuple[float, tuple[Evidence, ...]]:
-    """Log-odds that ``b`` continues ``a``'s call, and the evidence behind it."""
+    """Log-odds that ``b`` continues ``a``'s call, and the evidence behind it.
+
+    The prior is for a pair found in a host-and-time window. A pair tied by an explicit
+    identifier (a weight of :data:`STRONG` or more) was not drawn from a window, so it gets
+    no prior, and header-free evidence can hold it back by at most :data:`STRONG_DOUBT`.
+    """
     found = list(extra)
     for rule in RULES.values():
         ev = rule(a, b, plan)
         if ev is not None:
             found.append(ev)
-    timing = sum(e.weight for e in found if e.rule in TIMING_RULES)
+    timing = min(sum(e.weight for e in found if e.rule in TIMING_RULES), TIMING_CAP)
     rest = sum(e.weight for e in found if e.rule not in TIMING_RULES)
-    return PRIOR + min(timing, TIMING_CAP) + rest, tuple(found)
+    if any(e.weight >= STRONG for e in found):
+        plus = sum(e.weight for e in found if e.weight > 0 and e.rule not in TIMING_RULES)
+        minus = sum(e.weight for e in found if e.weight < 0 and e.rule not in TIMING_RULES)
+        return plus + max(minus + min(timing, 0.0), STRONG_DOUBT) + max(timing, 0.0), tuple(found)
+    return PRIOR + timing + rest, tuple(found)
 
 
 def main_rule(evidence: tuple[Evidence, ...]) -> str:

@@ -22,6 +22,8 @@ from urllib.parse import unquote
 
 from sipflow.correlate.normalise import user_of
 from sipflow.findings import Ref
+from sipflow.sip.headers import canonical, split_commas
+from sipflow.sip.message import SipResponse
 from sipflow.sip.transaction import ref_of
 
 if TYPE_CHECKING:
@@ -59,9 +61,13 @@ class HopTimes:
     code: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class LegFacts:
-    """Everything leg correlation compares about one leg (one CallRecord)."""
+    """Everything leg correlation compares about one leg (one CallRecord).
+
+    :func:`facts_of` builds it without the frozen ``__init__`` (one ``object.__setattr__``
+    per field was a third of its cost); the value is frozen all the same.
+    """
 
     call_id: str
     call_ids: tuple[str, ...]
@@ -139,8 +145,9 @@ def _addr(ep: object) -> Addr | None:
     return (ip, port) if isinstance(ip, str) and isinstance(port, int) else None
 
 
-def _param(value: str, name: str) -> str | None:
-    for part in value.split(";")[1:]:
+def _param(value: str, name: str, first: int = 1) -> str | None:
+    """A ``;name=value`` parameter (``first=0``: the value is a parameter list only)."""
+    for part in value.split(";")[first:]:
         key, _, val = part.partition("=")
         if key.strip().lower() == name:
             return val.strip().strip('"') or None
@@ -239,11 +246,20 @@ def _summary_hops(call: CallRecord) -> tuple[HopTimes, HopTimes]:
     return first, last
 
 
-def _header_values(msgs: Iterable[SipMessage], name: str) -> list[str]:
-    out: list[str] = []
+def _collect(msgs: Iterable[SipMessage], wanted: frozenset[str]) -> dict[str, list[str]]:
+    """Values of the ``wanted`` headers (canonical names), one pass over each message."""
+    out: dict[str, list[str]] = {}
     for m in msgs:
-        out.extend(m.headers.get_all(name))
+        for h in m.headers:
+            key = h.canon or canonical(h.name)
+            if key in wanted:
+                out.setdefault(key, []).append(h.value)
     return out
+
+
+def _list(found: dict[str, list[str]], name: str) -> list[str]:
+    """Comma-separated values split (RFC 3261 §7.3.1)."""
+    return [v for value in found.get(name, ()) for v in split_commas(value)]
 
 
 def _requests(invites: list[TransactionRecord]) -> list[SipRequest]:
@@ -271,30 +287,42 @@ class _Headers:
     replaces: tuple[str, ...]
 
 
+_REQUEST_HEADERS = frozenset(
+    {"history-info", "diversion", "referred-by", "replaces", "session-id", "p-charging-vector"}
+)
+_RESPONSE_HEADERS = frozenset({"session-id", "p-charging-vector"})
+
+
 def _headers(invites: list[TransactionRecord], opts: FactsOptions) -> _Headers:
     reqs = _requests(invites)
-    every = [m for t in invites for m in t.messages]
-    ids: dict[tuple[str, str], None] = {}
-    for name in opts.id_headers:
-        for v in _header_values(reqs, name):
-            if v.strip():
-                ids[(name.lower(), v.strip())] = None
+    names = {canonical(n): n.lower() for n in opts.id_headers}
+    found = _collect(reqs, _REQUEST_HEADERS | names.keys())
+    # RFC 7989 §6: the final response carries the remote UUID; provisionals add nothing.
+    responses = [
+        m for t in invites for m in t.messages if isinstance(m, SipResponse) and m.status >= 200
+    ]
+    for key, values in _collect(responses, _RESPONSE_HEADERS).items():
+        found.setdefault(key, []).extend(values)
+    ids = {
+        (label, v.strip()): None
+        for key, label in names.items()
+        for v in found.get(key, ())
+        if v.strip()
+    }
     uuids: dict[str, None] = {}
-    for v in _header_values(every, "session-id"):
+    for v in found.get("session-id", ()):
         uuids.update(dict.fromkeys(session_uuids(v)))
     icids = {
-        i: None
-        for v in _header_values(every, "p-charging-vector")
-        if (i := _param(v, "icid-value"))
+        i: None for v in found.get("p-charging-vector", ()) if (i := _param(v, "icid-value", 0))
     }
-    refby = _users(_header_values(reqs, "referred-by"))
-    replaces = {c: None for v in _header_values(reqs, "replaces") if (c := replaces_call_id(v))}
+    refby = _users(found.get("referred-by", ()))
+    replaces = {c: None for v in found.get("replaces", ()) if (c := replaces_call_id(v))}
     return _Headers(
         tuple(ids),
         tuple(uuids),
         tuple(icids),
-        _users(_header_values(reqs, "history-info")),
-        _users(_header_values(reqs, "diversion")),
+        _users(_list(found, "history-info")),
+        _users(_list(found, "diversion")),
         refby[0] if refby else None,
         tuple(replaces),
     )
@@ -326,7 +354,7 @@ def _sdp(media: CallMedia | None) -> _Sdp:
     if ex is None:
         return _Sdp()
     lines = [ln for ln in ex.lines if not ln.rejected] or list(ex.lines)
-    codecs = {f"{c.identity[0]}/{c.identity[1]}": None for ln in lines for c in ln.offered}
+    codecs = {f"{c.encoding.lower()}/{c.clock}": None for ln in lines for c in ln.offered}
     crypto = {f"{ln.crypto.suite}#{ln.crypto.tag}": None for ln in lines if ln.crypto}
     ptime = next((ln.ptime for ln in lines if ln.ptime), None)
     return _Sdp(
@@ -343,12 +371,26 @@ def _origins(invites: list[TransactionRecord]) -> tuple[str, ...]:
     out: dict[str, None] = {}
     for t in invites:
         for m in t.messages:
-            if m.body and (o := _origin(m.body)):
+            if not m.body or (isinstance(m, SipResponse) and m.status >= 300):
+                continue
+            if o := _origin(m.body):
                 out[o] = None
     return tuple(out)
 
 
 # -- the facts --------------------------------------------------------------------------
+
+_FIELDS = frozenset(LegFacts.__dataclass_fields__)
+
+
+def _build(**values: object) -> LegFacts:
+    """``LegFacts(**values)`` minus the per-field ``object.__setattr__`` of a frozen init."""
+    missing = _FIELDS - values.keys()
+    if missing:
+        raise TypeError(f"LegFacts fields missing: {sorted(missing)}")
+    facts = object.__new__(LegFacts)
+    facts.__dict__.update(values)
+    return facts
 
 
 def facts_of(
@@ -361,7 +403,7 @@ def facts_of(
         near_tx, far_tx = _attempt(invites, True), _attempt(invites, False)
         near, far = _hop_times(near_tx), _hop_times(far_tx)
         req = near_tx.request
-        heads = _headers(invites, opts)
+        heads = _headers([near_tx, far_tx] if far_tx is not near_tx else [near_tx], opts)
         origins = _origins([near_tx])
         vias = tuple(v.branch or "" for v in req.vias) if req is not None else ()
         far_top = far_tx.request.top_via if far_tx.request is not None else None
@@ -372,7 +414,7 @@ def facts_of(
     refs = ref_of(req) if req is not None else ()
     sdp = _sdp(media)
     cseq = req.cseq.seq if req is not None and req.cseq is not None else None
-    return LegFacts(
+    return _build(
         call_id=call.call_ids[0] if call.call_ids else "",
         call_ids=call.call_ids,
         start=call.start,

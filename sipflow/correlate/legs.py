@@ -45,6 +45,7 @@ from sipflow.correlate.evidence import (
     Evidence,
     Leg,
     call_id_core,
+    common_values,
     main_rule,
     score,
 )
@@ -260,6 +261,7 @@ def _key_candidates(
         for key in dict.fromkeys(_shared_values(leg)):
             buckets[key].append(leg.i)
         named = [v for _n, v in leg.f.id_headers] + list(leg.f.replaces)
+        named += [r for _u, r, _t in leg.f.refers if r]
         for value in named:
             j = by_cid.get(value)
             if j is not None:
@@ -537,7 +539,8 @@ def correlate(
     """Group legs into call stories; each link keeps its rule, evidence and confidence."""
     opts = options or CorrelateOptions()
     aliases = dict(opts.host_aliases)
-    view = [Leg.of(i, f, opts.plan, aliases) for i, f in enumerate(legs)]
+    common = common_values(legs)
+    view = [Leg.of(i, f, opts.plan, aliases, common) for i, f in enumerate(legs)]
     cands: Cands = {}
     skipped: Counter[str] = Counter()
     _host_candidates(view, opts, cands)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import unquote
 
 # RFC 3966 §5.1.1 visual separators, plus the space some logs keep.
@@ -71,13 +72,18 @@ def host_of(uri: str | None) -> str | None:
     return hostport.split(":", 1)[0].lower() or None
 
 
+_NON_DIGITS = re.compile(r"\D+")
+
+
 def _is_numberish(user: str) -> bool:
-    digits = sum(c.isdigit() for c in user)
+    digits = len(user) - len("".join(_NON_DIGITS.findall(user)))
     return digits >= 3 and digits * 2 >= len(user)
 
 
+@lru_cache(maxsize=65536)
 def normalise_user(user: str | None, plan: NumberPlan = DEFAULT_PLAN) -> str | None:
-    """Digits of a number without prefixes; other user parts lower-cased."""
+    """Digits of a number without prefixes; other user parts lower-cased (memoised: the
+    same few numbers recur on every leg of a busy trunk)."""
     if not user:
         return None
     text = _SEPARATORS.sub("", user)

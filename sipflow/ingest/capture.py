@@ -15,11 +15,21 @@ exactly. The others (TCP, SCTP, fragments, tunnels, ...) are decoded one at a ti
 
 Every frame either contributes to a Datagram or is counted in ``SourceStats.skipped``
 with a reason. Memory is bounded by one chunk plus reassembly state.
+
+Media: with a ``media_sink`` (e.g. :class:`sipflow.rtp.streams.RtpCollector`), the UDP
+payloads that are not SIP (``non_sip_udp``; RTP, RTCP, DTLS, ... - the sink sorts them
+and counts them by kind) are also handed to the sink as one
+:class:`~sipflow.rtp.columns.MediaBatch` of columns per chunk, never one object per
+packet; the few that came the slow way (tunnels, fragments, deep VLAN stacks) follow in a
+second, small batch per chunk. SIP handling and ``SourceStats`` are the same with or
+without a sink.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -53,12 +63,23 @@ from sipflow.ingest.types import (
     TcpSegment,
     Transport,
 )
+from sipflow.rtp.columns import MediaBatch, addr_matrix, window
 
-__all__ = ["read_capture"]
+__all__ = ["MediaSink", "read_capture"]
+
+
+class MediaSink(Protocol):
+    """Receives the non-SIP UDP payloads of each chunk as columns."""
+
+    def feed(self, batch: MediaBatch) -> None: ...
 
 
 def read_capture(
-    path: str, source: int, stats: SourceStats, findings: list[Finding]
+    path: str,
+    source: int,
+    stats: SourceStats,
+    findings: list[Finding],
+    media_sink: MediaSink | None = None,
 ) -> Iterator[Datagram]:
     """Datagrams that carry (or may carry) SIP from one capture, in capture order.
 
@@ -70,7 +91,7 @@ def read_capture(
     cap.findings = findings
     stats.format = cap.format
     try:
-        yield from _Pipeline(cap, source, stats, findings).run()
+        yield from _Pipeline(cap, source, stats, findings, media_sink).run()
     finally:
         stats.skipped.update(cap.skipped)
         cap.close()
@@ -80,9 +101,16 @@ class _Pipeline:
     """State carried across chunks: reassemblers, tracked TCP connections, SIP ports."""
 
     def __init__(
-        self, cap: Capture, source: int, stats: SourceStats, findings: list[Finding]
+        self,
+        cap: Capture,
+        source: int,
+        stats: SourceStats,
+        findings: list[Finding],
+        media_sink: MediaSink | None = None,
     ) -> None:
         self.cap = cap
+        self.media_sink = media_sink
+        self.slow_media: list[tuple[int, int, Endpoint, Endpoint, bytes]] = []
         self.source = source
         self.stats = stats
         self.findings = findings
@@ -133,9 +161,37 @@ class _Pipeline:
                     yield dg
             else:
                 yield from self._slow(chunk, int(dec.slow[j - n_fast]))
+        if self.media_sink is not None:
+            self._media(chunk, dec, kinds)
+
+    def _media(self, chunk: RecordChunk, dec: ChunkDecode, kinds: npt.NDArray[np.int8]) -> None:
+        """Hand the chunk's non-SIP UDP payloads to the media sink as columns."""
+        assert self.media_sink is not None
+        udp = dec.udp
+        sel = np.flatnonzero(kinds == Kind.OTHER)
+        if len(sel):
+            buf, rec = chunk.buf, udp.index[sel]
+            batch = MediaBatch(
+                self.source,
+                buf,
+                chunk.frame[rec],
+                chunk.ts[rec],
+                udp.version[sel],
+                addr_matrix(buf, udp.src[sel], udp.version[sel]),
+                addr_matrix(buf, udp.dst[sel], udp.version[sel]),
+                udp.sport[sel],
+                udp.dport[sel],
+                udp.payload[sel],
+                udp.length[sel],
+                window(buf, udp.payload[sel], 16),
+            )
+            self.media_sink.feed(batch)
+        if self.slow_media:
+            self.media_sink.feed(_slow_batch(self.source, self.slow_media))
+            self.slow_media.clear()
 
     def _udp(
-        self, src: Endpoint, dst: Endpoint, payload: bytes, frame: int, ts: int
+        self, src: Endpoint, dst: Endpoint, payload: bytes, frame: int, ts: int, slow: bool = False
     ) -> Datagram | None:
         kind = classify.classify_payload(payload)
         if kind is Kind.SIP or kind is Kind.MALFORMED_SIP:
@@ -143,6 +199,8 @@ class _Pipeline:
             self.sip_ports.add(dst.port)
             return Datagram(src, dst, Transport.UDP, payload, (frame,), ts, self.source)
         self.skipped[classify.SKIP_REASON.get(kind, "non_sip_udp")] += 1
+        if kind is Kind.OTHER and slow and self.media_sink is not None:
+            self.slow_media.append((frame, ts, src, dst, payload))
         return None
 
     def _slow(self, chunk: RecordChunk, i: int) -> Iterator[Datagram]:
@@ -160,7 +218,7 @@ class _Pipeline:
     def _packet(self, pkt: Packet, frames: tuple[int, ...], ts: int) -> Iterator[Datagram]:
         src, dst = Endpoint(pkt.src_ip, pkt.sport), Endpoint(pkt.dst_ip, pkt.dport)
         if pkt.protocol == IPPROTO_UDP:
-            dg = self._udp(src, dst, pkt.payload, frames[-1], ts)
+            dg = self._udp(src, dst, pkt.payload, frames[-1], ts, slow=True)
             if dg is not None:
                 yield dg if len(frames) == 1 else _with_frames(dg, frames)
         elif pkt.protocol == IPPROTO_TCP:
@@ -282,6 +340,33 @@ def _endpoint(raw: bytes, port: int) -> Endpoint:
         if len(_ENDPOINTS) < 65536:
             _ENDPOINTS[(raw, port)] = ep
     return ep
+
+
+def _slow_batch(source: int, items: list[tuple[int, int, Endpoint, Endpoint, bytes]]) -> MediaBatch:
+    """The slow path's non-SIP UDP payloads of a chunk as one small batch of columns."""
+    payloads = [it[4] for it in items]
+    sizes = np.array([len(p) for p in payloads], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    buf = np.frombuffer(b"".join(payloads) + bytes(16), np.uint8)
+    raw = [(ipaddress.ip_address(it[2].ip).packed, ipaddress.ip_address(it[3].ip).packed)
+           for it in items]  # fmt: skip
+    version = np.array([4 if len(s) == 4 else 6 for s, _ in raw], np.int64)
+    src = np.frombuffer(b"".join(s.ljust(16, b"\0") for s, _ in raw), np.uint8).reshape(-1, 16)
+    dst = np.frombuffer(b"".join(d.ljust(16, b"\0") for _, d in raw), np.uint8).reshape(-1, 16)
+    return MediaBatch(
+        source,
+        buf,
+        np.array([it[0] for it in items], np.int64),
+        np.array([it[1] for it in items], np.int64),
+        version,
+        src,
+        dst,
+        np.array([it[2].port for it in items], np.int64),
+        np.array([it[3].port for it in items], np.int64),
+        offsets,
+        sizes,
+        window(buf, offsets, 16),
+    )
 
 
 def _with_frames(dg: Datagram, frames: tuple[int, ...]) -> Datagram:

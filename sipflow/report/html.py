@@ -92,20 +92,20 @@ def _static(name: str) -> str:
 
 
 def _script_json(doc: Any) -> str:
-    """JSON safe inside ``<script>``: no ``</`` and no ``<!--`` can close or confuse it."""
-    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
-    return text.replace("</", "<\\/").replace("<!--", "<\\!--")
+    """JSON safe inside ``<script>``: every ``<`` written as ``\\u003c``, so no ``</script>``
+    or ``<!--`` can close or confuse the element (still valid JSON)."""
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
 
 
 def _payload(doc: Any, compress: bool | None) -> tuple[str, str]:
     """(encoding, text) of the data element: plain JSON, or gzip+base64 when it is big
     (SIP text and SVG shrink about tenfold; the page inflates it with the browser's
     DecompressionStream, no library and no fetch)."""
-    text = _script_json(doc)
+    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
     if compress is None:
         compress = len(text) > COMPRESS_ABOVE
     if not compress:
-        return "json", text
+        return "json", text.replace("<", "\\u003c")  # as _script_json
     packed = gzip.compress(text.encode("utf-8"), compresslevel=6, mtime=0)
     return "gzip+base64", base64.b64encode(packed).decode("ascii")
 

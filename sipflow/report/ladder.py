@@ -312,19 +312,33 @@ def _leg_messages(
             for m in tx.messages:
                 chosen[id(m)] = m
     lo = min(c.start for c in legs)
-    hi = max([m.ts for m in chosen.values()] + [c.end or 0 for c in legs])
+    if chosen:
+        hi = max([m.ts for m in chosen.values()] + [c.end or 0 for c in legs])
+    else:  # records not kept: up to the next call attempt with one of these Call-IDs
+        hi = _next_start(idx, legs, call_ids, lo)
     taken = idx.in_calls() if chosen else set()
     for cid in call_ids:
         for m in idx.messages_of(cid):
             if id(m) in chosen or id(m) in taken:
                 continue
-            if m.ts < lo or (chosen and m.ts > hi):
+            if m.ts < lo or m.ts > hi:
                 skipped["same Call-ID outside the call's time"] += 1
                 continue
             chosen[id(m)] = m
     if not chosen:
         skipped["no messages kept (Options(keep_messages/keep_records))"] += 1
     return sorted(chosen.values(), key=lambda m: (m.ts, idx.position.get(id(m), 0)))
+
+
+def _next_start(idx: TraceIndex, legs: list[CallRecord], call_ids: tuple[str, ...], lo: int) -> int:
+    calls = idx.trace.call_records
+    later = [
+        calls[i].start - 1
+        for cid in call_ids
+        for i in idx.calls_by_id.get(cid, ())
+        if calls[i] not in legs and calls[i].start > lo
+    ]
+    return min(later, default=2**63)
 
 
 def retransmission_ids(records: Iterable[TransactionRecord]) -> set[int]:

@@ -10,6 +10,8 @@ escaping in message text except line breaks.
 
 from __future__ import annotations
 
+import json
+
 from sipflow.report.ladder import Arrow, LadderModel
 
 
@@ -33,9 +35,10 @@ def _mermaid_escape(text: str) -> str:
 
 def to_mermaid(model: LadderModel) -> str:
     """A Mermaid ``sequenceDiagram`` of the ladder."""
-    lines = ["sequenceDiagram"]
-    if model.title:
-        lines.append(f"    title {_mermaid_escape(model.title)}")
+    lines = []
+    if model.title:  # front matter (Mermaid 10+), the documented place for a title
+        lines += ["---", f"title: {json.dumps(model.title)}", "---"]  # YAML double-quoted
+    lines.append("sequenceDiagram")
     for lane in model.lanes:
         name = _mermaid_escape(_name(model, lane.index))
         lines.append(f"    participant L{lane.index} as {name}")

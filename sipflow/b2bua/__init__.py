@@ -1,0 +1,28 @@
+"""The reference B2BUA and built-in user agents (docs/b2bua.md).
+
+Sans-IO core (:mod:`.core`, :mod:`.ua`), one asyncio module (:mod:`.transport`), and the
+writers of what a run leaves behind (:mod:`.logwriter`, :mod:`.truth`). The CLI calls
+:func:`run_b2bua` and :func:`regen`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+__all__ = ["run_b2bua"]
+
+
+def run_b2bua(config_path: str | Path) -> int:
+    """``sipflow b2bua --config FILE``: 0 after a clean stop, 2 on a bad config."""
+    from sipflow.b2bua.config import load_config
+    from sipflow.b2bua.transport import run_forever
+    from sipflow.errors import InputError
+
+    try:
+        config = load_config(config_path)
+    except InputError as e:
+        print(f"sipflow b2bua: {e}", file=sys.stderr)
+        return 2
+    run_forever(config)
+    return 0

@@ -1,0 +1,328 @@
+"""Streams mapped to the SDP that announced them; one-way / no audio; NAT notes; quality.
+
+How this works: every answered audio m-line of every offer/answer exchange
+(:class:`~sipflow.sdp.media.MediaLine`) announces two receive addresses: the offerer's
+(``offer_addr``) and the answerer's (``answer_addr``). A stream whose destination is one
+of them, and which runs while the call does, belongs to that call, leg and direction
+(``to-offerer`` / ``to-answerer``). A stream that matches no destination but comes *from*
+an announced address is mapped by its source (symmetric RTP, RFC 4961) with a
+``rtp.nat_latching`` note: the media went to an address other than announced (a NAT or
+latching SBC rewrote it). The other way round - the destination announced, the source
+not - is noted too (media arrives from an address other than announced).
+
+Per call and direction :func:`map_streams` gives a ``quality`` dict: packets, lost, loss %,
+jitter, MOS (:mod:`sipflow.rtp.mos`), and ``one_way``. A direction the SDP expects
+(RFC 3264 §6.1 directions) without any stream is ``rtp.one_way_audio`` (one direction
+missing) or ``rtp.no_audio`` (both), judged only for answered calls, on the leg nearest
+the caller, and only when the source carried RTP at all (a SIP-only capture filter is not
+one-way audio).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from sipflow.findings import Finding, Ref, Severity
+from sipflow.rtp import mos as mos_mod
+from sipflow.rtp.streams import RtpStream
+
+if TYPE_CHECKING:
+    from sipflow.correlate.calls import CallRecord
+    from sipflow.sdp.media import CallMedia, MediaExchange, MediaLine
+
+__all__ = ["Announced", "map_streams", "rtp_rows"]
+
+NS = 1_000_000_000
+SLACK = 5 * NS  # media may start before the 200 OK (early media) and outlive the BYE
+
+
+@dataclass(frozen=True, slots=True)
+class Announced:
+    """One receive address announced in SDP: which call, exchange, m-line, and side."""
+
+    call: int
+    exchange: MediaExchange
+    line: MediaLine
+    receiver: str
+    """``offerer`` or ``answerer``."""
+    start: int
+    end: int
+
+
+AddrTable = dict[tuple[str, int], list[Announced]]
+
+
+def _split(addr: str | None) -> tuple[str, int] | None:
+    if not addr or addr.endswith(":0"):
+        return None
+    host, _, port = addr.rpartition(":")
+    if not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _announced(calls: list[CallRecord], media: list[CallMedia]) -> AddrTable:
+    table: AddrTable = {}
+    for ci, (call, cm) in enumerate(zip(calls, media, strict=True)):
+        start = call.start - SLACK
+        end = (call.end or call.start + 24 * 3600 * NS) + SLACK
+        for x in cm.exchanges:
+            for ln in x.lines:
+                if ln.rejected or ln.media != "audio":
+                    continue
+                for side, addr in (("offerer", ln.offer_addr), ("answerer", ln.answer_addr)):
+                    key = _split(addr)
+                    if key is not None:
+                        table.setdefault(key, []).append(Announced(ci, x, ln, side, start, end))
+    return table
+
+
+def _pick(cands: list[Announced], st: RtpStream) -> Announced | None:
+    live = [a for a in cands if a.start <= st.start <= a.end]
+    return live[-1] if live else None
+
+
+def _codec(line: MediaLine, st: RtpStream) -> tuple[str | None, int | None, float | None]:
+    """Codec label, clock and ptime of the negotiated format the stream mostly carries."""
+    by_pt = {c.pt: c for c in line.codecs or line.offered}
+    main_pt = max(st.pt_packets, key=lambda pc: pc[1])[0] if st.pt_packets else None
+    c = by_pt.get(main_pt)
+    if c is None:
+        return st.codec, None, line.ptime
+    return c.encoding, c.clock, line.ptime
+
+
+def _with_clock(st: RtpStream, clock: int | None) -> RtpStream:
+    """The stream's jitter at the negotiated clock, when it was measured at several."""
+    if clock is None or not st.jitter_by_clock:
+        return st
+    for c, jmax, jmean in st.jitter_by_clock:
+        if c == clock:
+            return replace(st, clock=c, clock_known=True, max_jitter_ms=jmax, mean_jitter_ms=jmean)
+    return st
+
+
+def _direction(a: Announced) -> str:
+    return "to-" + a.receiver
+
+
+def map_streams(
+    streams: list[RtpStream],
+    calls: list[CallRecord],
+    media: list[CallMedia],
+    sources_with_rtp: set[int] | None = None,
+) -> tuple[list[RtpStream], list[dict[str, Any]], list[Finding]]:
+    """Streams with call/leg/direction/codec/MOS filled in, one ``quality`` dict per call
+    (same order as ``calls``), and the findings (one-way, no audio, NAT/latching)."""
+    table = _announced(calls, media)
+    by_addr = table
+    out: list[RtpStream] = []
+    findings: list[Finding] = []
+    mapped: dict[int, list[tuple[RtpStream, Announced]]] = {}
+    for st in streams:
+        a = _pick(by_addr.get((st.dst.ip, st.dst.port), []), st)
+        note = None
+        if a is None:
+            a = _pick_by_source(by_addr, st)
+            if a is not None:
+                note = "sent to an address other than announced"
+        elif not _source_announced(a, st):
+            note = "arrives from an address other than announced"
+        if a is None:
+            out.append(st)
+            continue
+        codec, clock, ptime = _codec(a.line, st)
+        st = _with_clock(st, clock)
+        rtt = (st.rtcp or {}).get("rtt_ms") or {}
+        score = mos_mod.mos(codec, st.loss_pct, st.mean_jitter_ms, ptime, rtt.get("max"))
+        st = replace(
+            st, call=a.call, leg=a.exchange.leg, direction=_direction(a), codec=codec, mos=score
+        )
+        out.append(st)
+        mapped.setdefault(a.call, []).append((st, a))
+        if note:
+            findings.append(_nat_finding(st, a, note))
+    quality = [
+        _quality(i, c, m, mapped.get(i, []), sources_with_rtp, findings)
+        for i, (c, m) in enumerate(zip(calls, media, strict=True))
+    ]
+    return out, quality, findings
+
+
+def _pick_by_source(by_addr: AddrTable, st: RtpStream) -> Announced | None:
+    """Symmetric RTP: the stream leaves from an announced address; it goes to the other
+    side of the same m-line."""
+    a = _pick(by_addr.get((st.src.ip, st.src.port), []), st)
+    if a is None:
+        return None
+    return replace(a, receiver="answerer" if a.receiver == "offerer" else "offerer")
+
+
+def _source_announced(a: Announced, st: RtpStream) -> bool:
+    other = a.line.answer_addr if a.receiver == "offerer" else a.line.offer_addr
+    key = _split(other)
+    return key is None or key[0] == st.src.ip
+
+
+def _nat_finding(st: RtpStream, a: Announced, note: str) -> Finding:
+    text = (
+        f"RTP {st.src} -> {st.dst} (SSRC 0x{st.ssrc:08X}) {note} in the SDP of leg "
+        f"{a.exchange.leg} (offer {a.line.offer_addr}, answer {a.line.answer_addr}): "
+        "NAT or media latching"
+    )
+    refs = (Ref(st.source, st.first_frame),)
+    return Finding("rtp.nat_latching", Severity.INFO, text, "RFC 4961", refs)
+
+
+def _expects(line: MediaLine, sender: str) -> bool:
+    """The SDP lets ``sender`` (offerer/answerer) send on this m-line (RFC 3264 §6.1)."""
+    offer, answer = line.direction_offer, line.direction_answer or "sendrecv"
+    if sender == "offerer":
+        return offer in ("sendrecv", "sendonly") and answer in ("sendrecv", "recvonly")
+    return answer in ("sendrecv", "sendonly")
+
+
+def _quality(
+    ci: int,
+    call: CallRecord,
+    cm: CallMedia,
+    got: list[tuple[RtpStream, Announced]],
+    sources_with_rtp: set[int] | None,
+    findings: list[Finding],
+) -> dict[str, Any]:
+    dirs: dict[str, dict[str, Any]] = {}
+    for st, a in got:
+        d = dirs.setdefault(
+            _direction(a),
+            {
+                "streams": 0,
+                "packets": 0,
+                "expected": 0,
+                "lost": 0,
+                "max_jitter_ms": 0.0,
+                "mean_jitter_ms": 0.0,
+                "mos": None,
+                "one_way": False,
+            },
+        )
+        d["streams"] += 1
+        d["packets"] += st.packets
+        d["expected"] += st.expected
+        d["lost"] += st.lost
+        d["max_jitter_ms"] = max(d["max_jitter_ms"], round(st.max_jitter_ms, 3))
+        d["mean_jitter_ms"] = max(d["mean_jitter_ms"], round(st.mean_jitter_ms, 3))
+        if st.mos is not None:
+            d["mos"] = round(min(d["mos"] or 5.0, st.mos), 2)
+    for d in dirs.values():
+        d["loss_pct"] = round(100.0 * d["lost"] / d["expected"], 3) if d["expected"] else 0.0
+    _judge(ci, call, cm, dirs, sources_with_rtp, findings)
+    return {"call": ci, "directions": dirs}
+
+
+def _judge(
+    ci: int,
+    call: CallRecord,
+    cm: CallMedia,
+    dirs: dict[str, dict[str, Any]],
+    sources_with_rtp: set[int] | None,
+    findings: list[Finding],
+) -> None:
+    if call.answer is None or not cm.exchanges:
+        return
+    near = [x for x in cm.exchanges if x.nearest and x.status == "answered"]
+    if not near:
+        return
+    x = near[-1]
+    lines = [ln for ln in x.lines if not ln.rejected and ln.media == "audio"]
+    if not lines:
+        return
+    refs = x.offer_frames[:1] + x.answer_frames[:1]
+    if sources_with_rtp is not None and not ({r.source for r in refs} & sources_with_rtp):
+        return  # no RTP captured in this source at all: nothing to judge
+    want = {
+        f"to-{r}"
+        for r in ("offerer", "answerer")
+        if _expects(lines[0], "answerer" if r == "offerer" else "offerer")
+    }
+    missing = sorted(w for w in want if w not in dirs)
+    if not missing:
+        return
+    for w in missing:
+        dirs[w] = {"streams": 0, "packets": 0, "one_way": True, "mos": None}
+    code = "rtp.no_audio" if len(missing) == len(want) else "rtp.one_way_audio"
+    what = "no RTP in either direction" if code == "rtp.no_audio" else f"no RTP {missing[0]}"
+    text = (
+        f"call {ci} ({', '.join(call.call_ids)}): {what} on leg {x.leg}, although the SDP "
+        f"expects it ({lines[0].offer_addr} <-> {lines[0].answer_addr})"
+    )
+    findings.append(Finding(code, Severity.WARNING, text, "RFC 3264 §6.1", refs))
+    for d in dirs.values():
+        d["one_way"] = code == "rtp.one_way_audio"
+
+
+RTP_COLUMNS = (
+    "stream",
+    "source",
+    "ssrc",
+    "src",
+    "dst",
+    "payload_types",
+    "codec",
+    "clock",
+    "packets",
+    "expected",
+    "lost",
+    "loss_pct",
+    "duplicates",
+    "out_of_order",
+    "seq_wraps",
+    "max_jitter_ms",
+    "mean_jitter_ms",
+    "max_delta_ms",
+    "mean_delta_ms",
+    "start",
+    "end",
+    "first_frame",
+    "last_frame",
+    "call",
+    "leg",
+    "direction",
+    "mos",
+)
+
+
+def rtp_rows(streams: list[RtpStream]) -> list[dict[str, Any]]:
+    """Rows of ``trace.rtp_streams`` (columns :data:`RTP_COLUMNS`; times in ns)."""
+    return [
+        {
+            "stream": s.id,
+            "source": s.source,
+            "ssrc": s.ssrc,
+            "src": str(s.src),
+            "dst": str(s.dst),
+            "payload_types": ",".join(map(str, s.payload_types)),
+            "codec": s.codec,
+            "clock": s.clock,
+            "packets": s.packets,
+            "expected": s.expected,
+            "lost": s.lost,
+            "loss_pct": s.loss_pct,
+            "duplicates": s.duplicates,
+            "out_of_order": s.out_of_order,
+            "seq_wraps": s.seq_wraps,
+            "max_jitter_ms": s.max_jitter_ms,
+            "mean_jitter_ms": s.mean_jitter_ms,
+            "max_delta_ms": s.max_delta_ms,
+            "mean_delta_ms": s.mean_delta_ms,
+            "start": s.start,
+            "end": s.end,
+            "first_frame": s.first_frame,
+            "last_frame": s.last_frame,
+            "call": s.call,
+            "leg": s.leg,
+            "direction": s.direction,
+            "mos": s.mos,
+        }
+        for s in streams
+    ]

@@ -1,0 +1,624 @@
+"""Per-stream RTP statistics, computed a chunk at a time with numpy, state carried forward.
+
+How this works: :class:`RtpCollector` receives a :class:`~sipflow.rtp.columns.MediaBatch`
+per capture chunk. It classifies the payloads (:func:`~sipflow.rtp.columns.media_kind`),
+reads the RTP headers as columns, and gives every packet a stream id: a stream is one
+(source address, source port, destination address, destination port, SSRC) - never the
+SSRC alone, two streams may share one. Packets are stably sorted by stream, so each stream
+is a contiguous run in capture order, and every statistic is a segmented numpy operation:
+
+* extended sequence numbers (RFC 3550 §A.1): a segmented cumulative sum of
+  :func:`~sipflow.rtp.columns.seq_diff` to the previous packet; wraps fall out of it;
+* expected = highest - first + 1, lost = expected - received (RFC 3550 §A.3; negative
+  when duplicates outnumber losses, as the RFC notes);
+* duplicates: a sequence number already seen (within the chunk, and against the last
+  :data:`TAIL` sequence numbers of the stream carried from earlier chunks);
+  out of order: lower than the highest seen before it, not a duplicate;
+* interarrival jitter (RFC 3550 §A.8): J += (|D| - J) / 16 is a first-order linear
+  recurrence, evaluated for all streams at once by a segmented doubling scan
+  (:func:`segmented_iir`), in timestamp units of the stream's clock, reported in ms;
+* max delta: the largest gap between consecutive arrivals.
+
+Per stream the collector keeps a fixed set of numbers (arrays indexed by stream id) and
+nothing per packet, except the few telephone-event-sized packets kept for DTMF (bounded).
+RTCP packets are rare: each is parsed whole by :mod:`sipflow.rtp.rtcp` and folded into a
+per-stream summary.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from sipflow.errors import ParseError
+from sipflow.ingest.types import Endpoint
+from sipflow.rtp import rtcp as rtcp_mod
+from sipflow.rtp.codecs import CANDIDATE_CLOCKS, static_clock, static_name
+from sipflow.rtp.columns import (
+    KIND_NAMES,
+    MediaBatch,
+    MediaKind,
+    RtpHeaders,
+    media_kind,
+    rtp_headers,
+    seq_diff,
+    ts_diff,
+)
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+Bool = npt.NDArray[np.bool_]
+
+__all__ = ["RtpCollector", "RtpStream", "segmented_iir"]
+
+NS = 1_000_000_000
+TAIL = 64  # sequence numbers per stream remembered across chunks to spot duplicates
+JITTER_GAIN = 1.0 / 16.0  # RFC 3550 §A.8
+EVENTS_PER_STREAM = 4096  # telephone-event-sized packets kept per stream, at most
+K = len(CANDIDATE_CLOCKS)
+EMPTY = np.iinfo(np.int64).min  # an unused slot of a stream's sequence-number tail
+
+
+@dataclass(frozen=True, slots=True)
+class RtpStream:
+    """One RTP stream (5-tuple + SSRC) and its statistics; JSON fields of ``rtp_streams``.
+
+    Jitter is RFC 3550 §A.8 interarrival jitter at ``clock`` Hz, in milliseconds.
+    ``call``/``leg``/``direction``/``codec`` are filled by
+    :func:`sipflow.rtp.mapping.map_streams`; ``mos`` by :mod:`sipflow.rtp.mos`."""
+
+    id: int
+    source: int
+    ssrc: int
+    src: Endpoint
+    dst: Endpoint
+    payload_types: tuple[int, ...]
+    pt_packets: tuple[tuple[int, int], ...]
+    clock: int
+    clock_known: bool
+    packets: int
+    expected: int
+    lost: int
+    duplicates: int
+    out_of_order: int
+    seq_wraps: int
+    first_seq: int
+    last_seq: int
+    max_jitter_ms: float
+    mean_jitter_ms: float
+    max_delta_ms: float
+    mean_delta_ms: float
+    start: int
+    end: int
+    first_frame: int
+    last_frame: int
+    payload_bytes: int
+    markers: int
+    malformed: int
+    jitter_by_clock: tuple[tuple[int, float, float], ...] = ()
+    """(clock, max_ms, mean_ms) for each candidate clock (dynamic payload types only)."""
+    codec: str | None = None
+    call: int | None = None
+    leg: str | None = None
+    direction: str | None = None
+    mos: float | None = None
+    rtcp: dict[str, Any] | None = None
+
+    @property
+    def loss_pct(self) -> float:
+        return 100.0 * self.lost / self.expected if self.expected > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ssrc": f"0x{self.ssrc:08X}",
+            "src": str(self.src),
+            "dst": str(self.dst),
+            "payload_types": list(self.payload_types),
+            "codec": self.codec,
+            "clock": self.clock,
+            "packets": self.packets,
+            "expected": self.expected,
+            "lost": self.lost,
+            "loss_pct": round(self.loss_pct, 3),
+            "duplicates": self.duplicates,
+            "out_of_order": self.out_of_order,
+            "seq_wraps": self.seq_wraps,
+            "max_jitter_ms": round(self.max_jitter_ms, 3),
+            "mean_jitter_ms": round(self.mean_jitter_ms, 3),
+            "max_delta_ms": round(self.max_delta_ms, 3),
+            "start": round(self.start / NS, 6),
+            "end": round(self.end / NS, 6),
+            "frames": {"source": self.source, "first": self.first_frame, "last": self.last_frame},
+            "call": self.call,
+            "leg": self.leg,
+            "direction": self.direction,
+            "mos": None if self.mos is None else round(self.mos, 2),
+            "rtcp": self.rtcp,
+        }
+
+
+def segmented_iir(x: F64, seg: I64, a: float) -> F64:
+    """y[i] = a*y[i-1] + x[i] within each run of equal ``seg`` (y restarts at x on a new
+    run), for all runs at once: a Hillis-Steele doubling scan, stopped once a**k is below
+    double precision (|a| < 1), so log2 steps of whole-array operations."""
+    y = x.copy()
+    n, k, ak = len(x), 1, a
+    while k < n and ak > 1e-18:
+        same = seg[k:] == seg[:-k]
+        y[k:] += np.where(same, ak * y[:-k], 0.0)
+        k, ak = 2 * k, ak * ak
+    return y
+
+
+class _Arrays:
+    """Per-stream state as growable numpy arrays (struct of arrays)."""
+
+    INT = (
+        "packets",
+        "base_ext",
+        "max_ext",
+        "last_ext",
+        "dups",
+        "ooo",
+        "first_ts",
+        "last_ts",
+        "first_frame",
+        "last_frame",
+        "last_rts",
+        "max_delta",
+        "sum_delta",
+        "bytes",
+        "markers",
+        "malformed",
+        "gaps",
+    )
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.cap = 0
+        self.i: dict[str, I64] = {k: np.zeros(0, np.int64) for k in self.INT}
+        self.jit = np.zeros((0, K))  # last J (timestamp units) per candidate clock
+        self.jmax = np.zeros((0, K))
+        self.jsum = np.zeros((0, K))
+        self.tail = np.zeros((0, TAIL), np.int64)
+
+    def grow(self, n: int) -> None:
+        if n <= self.cap:
+            self.n = n
+            return
+        cap = max(n, 2 * self.cap, 64)
+        for k, v in self.i.items():
+            self.i[k] = np.concatenate([v, np.zeros(cap - len(v), np.int64)])
+        pad = cap - len(self.jit)
+        self.jit = np.vstack([self.jit, np.zeros((pad, K))])
+        self.jmax = np.vstack([self.jmax, np.zeros((pad, K))])
+        self.jsum = np.vstack([self.jsum, np.zeros((pad, K))])
+        self.tail = np.vstack([self.tail, np.full((pad, TAIL), EMPTY)])
+        self.cap, self.n = cap, n
+
+
+@dataclass
+class _Meta:
+    """What is kept per stream besides numbers: identity, payload types, DTMF packets."""
+
+    source: int
+    ssrc: int
+    src: Endpoint
+    dst: Endpoint
+    clocks: tuple[int, ...]
+    pts: Counter[int] = field(default_factory=Counter)
+    events: list[tuple[int, int, int, int, int, int, bytes]] = field(default_factory=list)
+    """(frame, ts_ns, seq_ext, rtp_ts, pt, marker, payload) of packets shaped like RFC 4733
+    events (dynamic payload type, 4-byte payloads), at most EVENTS_PER_STREAM."""
+
+
+@dataclass
+class _RtcpView:
+    """What RTCP said about one stream: the receiver's report blocks about it, and the
+    sender's own SR counts. Keyed by (SSRC, sender IP, receiver IP) of the stream."""
+
+    reports: int = 0
+    fraction_lost_max: float = 0.0
+    cumulative_lost: int | None = None
+    jitter_max: int = 0
+    """Timestamp units, as the receiver computed it (RFC 3550 §6.4.1)."""
+    rtt_ms: list[float] = field(default_factory=list)
+    sr: int = 0
+    sender_packets: int | None = None
+    sender_octets: int | None = None
+    xr: dict[str, Any] | None = None
+
+    def to_dict(self, clock: int) -> dict[str, Any]:
+        rtt = self.rtt_ms
+        return {
+            "reports": self.reports,
+            "fraction_lost_max": round(self.fraction_lost_max, 4),
+            "cumulative_lost": self.cumulative_lost,
+            "max_jitter_ms": round(self.jitter_max * 1000.0 / clock, 3),
+            "rtt_ms": {"min": round(min(rtt), 3), "max": round(max(rtt), 3)} if rtt else None,
+            "sender_reports": self.sr,
+            "sender_packets": self.sender_packets,
+            "sender_octets": self.sender_octets,
+            "xr_voip": self.xr,
+        }
+
+
+class RtpCollector:
+    """The RTP stage: feed it every chunk's :class:`MediaBatch`, then :meth:`finish`."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        """Payloads seen, by :class:`~sipflow.rtp.columns.MediaKind` name, plus
+        ``rtp_malformed`` (lengths that do not add up) and ``rtcp_malformed``."""
+        self._ids: dict[tuple[int, ...], int] = {}
+        self._a = _Arrays()
+        self._meta: list[_Meta] = []
+        self._rtcp: dict[tuple[int, str, str], _RtcpView] = {}
+        self._sr_seen: dict[tuple[int, int], int] = {}
+        """(SSRC, middle 32 bits of an SR's NTP time) -> capture time (ns) of that SR."""
+        self._ep: dict[tuple[bytes, int, int], Endpoint] = {}
+
+    # -- intake ---------------------------------------------------------------------------
+
+    def feed(self, batch: MediaBatch) -> None:
+        """Classify one chunk's non-SIP payloads and fold the RTP/RTCP ones in."""
+        if len(batch) == 0:
+            return
+        kinds = media_kind(batch.head, batch.length)
+        for kind, count in zip(*np.unique(kinds, return_counts=True), strict=True):
+            self.counts[KIND_NAMES[MediaKind(int(kind))]] += int(count)
+        rtp = np.flatnonzero(kinds == MediaKind.RTP)
+        if len(rtp):
+            self._rtp(batch.take(rtp))
+        for j in np.flatnonzero(kinds == MediaKind.RTCP).tolist():
+            self._rtcp_packet(batch, j)
+
+    def _endpoint(self, raw: npt.NDArray[np.uint8], version: int, port: int) -> Endpoint:
+        key = (raw.tobytes(), version, port)
+        ep = self._ep.get(key)
+        if ep is None:
+            from sipflow.ingest.decode import addr_text
+
+            ep = Endpoint(addr_text(key[0][: 4 if version == 4 else 16]), port)
+            self._ep[key] = ep
+        return ep
+
+    def _stream_ids(self, b: MediaBatch, h: RtpHeaders) -> tuple[I64, I64]:
+        """A global stream id per packet (new streams registered) and the order that
+        groups the packets by stream, capture order kept within each (a stable sort)."""
+        src = b.src.view(">u8").astype(np.int64)  # (n, 2): address bytes as two words
+        dst = b.dst.view(">u8").astype(np.int64)
+        rest = (b.sport << 48) | (b.dport << 32) | h.ssrc
+        cols = [rest, dst[:, 0], src[:, 0]]
+        if (b.version == 6).any():
+            cols = [rest, dst[:, 1], dst[:, 0], src[:, 1], src[:, 0], b.version]
+        order = np.lexsort(cols)
+        first = np.ones(len(order), bool)
+        for c in cols:
+            cs = c[order]
+            first[1:] &= cs[1:] == cs[:-1]
+        first = ~first
+        first[0] = True
+        starts = np.flatnonzero(first)
+        gids = np.empty(len(starts), np.int64)
+        rows = order[starts]
+        keys = zip(*(c[rows].tolist() for c in cols), strict=True)
+        for r, (k, i) in enumerate(zip(keys, rows.tolist(), strict=True)):
+            gid = self._ids.get(k)
+            gids[r] = gid if gid is not None else self._new_stream(k, b, h, i)
+        sorted_gid: I64 = gids[np.cumsum(first) - 1]
+        return sorted_gid, order
+
+    def _new_stream(self, k: tuple[int, ...], b: MediaBatch, h: RtpHeaders, i: int) -> int:
+        gid = len(self._meta)
+        self._ids[k] = gid
+        version = int(b.version[i])
+        src = self._endpoint(b.src[i], version, int(b.sport[i]))
+        dst = self._endpoint(b.dst[i], version, int(b.dport[i]))
+        clock = static_clock(int(h.pt[i]))
+        clocks = (clock,) * K if clock else CANDIDATE_CLOCKS
+        self._meta.append(_Meta(b.source, int(h.ssrc[i]), src, dst, clocks))
+        self._a.grow(gid + 1)
+        return gid
+
+    # -- RTP statistics -----------------------------------------------------------------------
+
+    def _rtp(self, b: MediaBatch) -> None:
+        h = rtp_headers(b.buf, b.offset, b.length, b.head)
+        bad = ~h.valid
+        if bad.any():
+            self.counts["rtp_malformed"] += int(np.count_nonzero(bad))
+        gid, order = self._stream_ids(b, h)
+        _Update(self, b, h, gid, order).run_all()
+
+    # -- RTCP ---------------------------------------------------------------------------------
+
+    def _rtcp_packet(self, b: MediaBatch, j: int) -> None:
+        off, size = int(b.offset[j]), int(b.length[j])
+        data = b.buf[off : off + size].tobytes()
+        try:
+            packets = rtcp_mod.parse_compound(data)
+        except ParseError:
+            self.counts["rtcp_malformed"] += 1
+            return
+        version = int(b.version[j])
+        src = self._endpoint(b.src[j], version, int(b.sport[j])).ip
+        dst = self._endpoint(b.dst[j], version, int(b.dport[j])).ip
+        ts = int(b.ts[j])
+        for p in packets:
+            self._fold_rtcp(p, src, dst, ts)
+
+    def _fold_rtcp(self, p: rtcp_mod.RtcpPacket, src: str, dst: str, ts: int) -> None:
+        if p.pt == rtcp_mod.SR and p.ntp is not None:
+            view = self._rtcp.setdefault((p.ssrc, src, dst), _RtcpView())
+            view.sr += 1
+            view.sender_packets, view.sender_octets = p.sender_packets, p.sender_octets
+            if len(self._sr_seen) < 1_000_000:
+                self._sr_seen[(p.ssrc, (p.ntp >> 16) & 0xFFFFFFFF)] = ts
+        for rb in p.reports:  # about the stream rb.ssrc that flows dst -> src
+            view = self._rtcp.setdefault((rb.ssrc, dst, src), _RtcpView())
+            view.reports += 1
+            view.fraction_lost_max = max(view.fraction_lost_max, rb.fraction_lost)
+            view.cumulative_lost = rb.cumulative_lost
+            view.jitter_max = max(view.jitter_max, rb.jitter)
+            sent = self._sr_seen.get((rb.ssrc, rb.lsr)) if rb.lsr else None
+            if sent is not None:  # RFC 3550 §6.4.1 RTT, both ends timed by the capture
+                view.rtt_ms.append((ts - sent) / 1e6 - rb.dlsr * 1000.0 / 65536.0)
+        for vm in p.voip:
+            view = self._rtcp.setdefault((vm.ssrc, dst, src), _RtcpView())
+            view.xr = {
+                "loss_rate": vm.loss_rate,
+                "discard_rate": vm.discard_rate,
+                "round_trip_ms": vm.round_trip_ms,
+                "r_factor": vm.r_factor,
+                "mos_lq": vm.mos_lq,
+                "mos_cq": vm.mos_cq,
+            }
+
+    # -- results ----------------------------------------------------------------------------
+
+    def finish(self) -> list[RtpStream]:
+        """Every stream seen, in order of first packet."""
+        out = [self._stream(gid) for gid in range(len(self._meta))]
+        out.sort(key=lambda st: (st.start, st.id))
+        return out
+
+    def events(self, stream_id: int) -> list[tuple[int, int, int, int, int, int, bytes]]:
+        """The telephone-event-shaped packets kept for one stream (see ``_Meta.events``)."""
+        return list(self._meta[stream_id].events)
+
+    def _stream(self, gid: int) -> RtpStream:
+        a, m = self._a.i, self._meta[gid]
+        packets = int(a["packets"][gid])
+        expected = int(a["max_ext"][gid] - a["base_ext"][gid] + 1)
+        per_clock = tuple(
+            (c, float(self._a.jmax[gid, k]), float(self._a.jsum[gid, k]) / max(packets - 1, 1))
+            for k, c in enumerate(m.clocks)
+        )
+        known = m.clocks[0] == m.clocks[-1]
+        first_pt = next(iter(m.pts))
+        rtcp = self._rtcp.get((m.ssrc, m.src.ip, m.dst.ip))
+        return RtpStream(
+            id=gid,
+            source=m.source,
+            ssrc=m.ssrc,
+            src=m.src,
+            dst=m.dst,
+            payload_types=tuple(sorted(m.pts)),
+            pt_packets=tuple(sorted(m.pts.items())),
+            clock=m.clocks[0],
+            clock_known=known,
+            packets=packets,
+            expected=expected,
+            lost=expected - packets,
+            duplicates=int(a["dups"][gid]),
+            out_of_order=int(a["ooo"][gid]),
+            seq_wraps=int(a["max_ext"][gid] // 65536 - a["base_ext"][gid] // 65536),
+            first_seq=int(a["base_ext"][gid] & 0xFFFF),
+            last_seq=int(a["last_ext"][gid] & 0xFFFF),
+            max_jitter_ms=per_clock[0][1],
+            mean_jitter_ms=per_clock[0][2],
+            max_delta_ms=int(a["max_delta"][gid]) / 1e6,
+            mean_delta_ms=int(a["sum_delta"][gid]) / 1e6 / max(int(a["gaps"][gid]), 1),
+            start=int(a["first_ts"][gid]),
+            end=int(a["last_ts"][gid]),
+            first_frame=int(a["first_frame"][gid]),
+            last_frame=int(a["last_frame"][gid]),
+            payload_bytes=int(a["bytes"][gid]),
+            markers=int(a["markers"][gid]),
+            malformed=int(a["malformed"][gid]),
+            jitter_by_clock=() if known else per_clock,
+            codec=static_name(first_pt),
+            rtcp=rtcp.to_dict(m.clocks[0]) if rtcp is not None else None,
+        )
+
+
+class _Update:
+    """One batch folded into the per-stream arrays (all columns sorted by stream).
+
+    ``starts`` are the first packets of each run (one run per stream in this batch),
+    ``sg`` the stream id of each run, ``old`` whether the stream was seen before; the
+    carried state of each run is read first (``prev_*``), then everything is computed,
+    then written back."""
+
+    def __init__(
+        self, col: RtpCollector, b: MediaBatch, h: RtpHeaders, gid: I64, order: I64
+    ) -> None:
+        """``gid``: stream id per packet in stream order; ``order``: the batch rows in
+        that order."""
+        self.col, self.a = col, col._a
+        self.g = gid  # already in stream order
+        self.seq, self.rts, self.pt = h.seq[order], h.ts[order], h.pt[order]
+        self.arr, self.frame = b.ts[order], b.frame[order]
+        self.size, self.marker = h.data_len[order], h.marker[order]
+        self.valid = h.valid[order]
+        self.data_off = h.data_offset[order]
+        self.buf = b.buf
+        first = np.ones(len(self.g), bool)
+        first[1:] = self.g[1:] != self.g[:-1]
+        self.first = first
+        self.starts = np.flatnonzero(first)
+        self.ends = np.r_[self.starts[1:], len(self.g)] - 1
+        self.n_run = self.ends - self.starts + 1
+        self.sg = self.g[self.starts]
+        self.run = np.cumsum(first) - 1
+        st = self.a.i
+        self.old = st["packets"][self.sg] > 0
+        self.new_first = first & ~self.old[self.run]
+
+    def run_all(self) -> None:
+        ext = self._extend()
+        self._sequence(ext)
+        self._jitter()
+        self._times()
+        self._payload_types()
+        self._events(ext)
+
+    def _prev(self, col: I64, state: str) -> I64:
+        """Each packet's predecessor in its stream (the carried state for a run's first;
+        for a new stream the packet itself)."""
+        prev = np.empty_like(col)
+        prev[1:] = col[:-1]
+        s = self.starts
+        prev[s] = np.where(self.old, self.a.i[state][self.sg], col[s])
+        return prev
+
+    def _extend(self) -> I64:
+        """Extended sequence numbers (RFC 3550 §A.1): cumulative seq_diff per stream."""
+        s = self.starts
+        d = np.empty_like(self.seq)
+        d[1:] = seq_diff(self.seq[1:], self.seq[:-1])
+        last = self.a.i["last_ext"][self.sg]
+        d[s] = np.where(self.old, last + seq_diff(self.seq[s], last & 0xFFFF), self.seq[s])
+        cs = np.cumsum(d)
+        ext: I64 = cs - (cs[s] - d[s])[self.run]
+        return ext
+
+    def _sequence(self, ext: I64) -> None:
+        a, s, sg, old = self.a.i, self.starts, self.sg, self.old
+        big = np.int64(1) << 40
+        cmax = np.maximum.accumulate(self.run * big + ext) - self.run * big
+        before = np.empty_like(ext)
+        before[1:] = cmax[:-1]
+        before[s] = np.where(old, a["max_ext"][sg], np.iinfo(np.int64).min)
+        dup = self._duplicates(ext)
+        late = (ext < before) & ~dup
+        a["ooo"][sg] += np.add.reduceat(late.astype(np.int64), s)
+        a["dups"][sg] += np.add.reduceat(dup.astype(np.int64), s)
+        a["base_ext"][sg] = np.where(old, a["base_ext"][sg], ext[s])
+        run_max = cmax[self.ends]
+        a["max_ext"][sg] = np.where(old, np.maximum(a["max_ext"][sg], run_max), run_max)
+        a["last_ext"][sg] = ext[self.ends]
+        a["packets"][sg] += self.n_run
+        a["malformed"][sg] += np.add.reduceat((~self.valid).astype(np.int64), s)
+        self._keep_tail(ext)
+
+    def _duplicates(self, ext: I64) -> Bool:
+        """Packets whose extended sequence number an earlier packet of the stream had
+        (earlier in this batch, or among the TAIL carried from earlier batches)."""
+        tail = self.a.tail[self.sg].ravel()
+        t_run = np.repeat(np.arange(len(self.sg)), TAIL)
+        keep = tail != EMPTY
+        runs = np.concatenate([t_run[keep], self.run])
+        vals = np.concatenate([tail[keep], ext])
+        pos = np.concatenate([np.full(int(keep.sum()), -1), np.arange(len(ext))])
+        order = np.lexsort((pos, vals, runs))
+        r, v, p = runs[order], vals[order], pos[order]
+        same = np.zeros(len(order), bool)
+        same[1:] = (r[1:] == r[:-1]) & (v[1:] == v[:-1])
+        dup = np.zeros(len(ext), bool)
+        mine = p >= 0
+        dup[p[mine]] = same[mine]
+        return dup
+
+    def _keep_tail(self, ext: I64) -> None:
+        """Row per stream: the last TAIL extended sequence numbers (old ones shifted)."""
+        kk = np.arange(TAIL)[None, :]
+        from_end = TAIL - 1 - kk
+        n = self.n_run[:, None]
+        fresh = ext[np.maximum(self.ends[:, None] - from_end, 0)]
+        old = np.take_along_axis(self.a.tail[self.sg], np.minimum(kk + n, TAIL - 1), axis=1)
+        self.a.tail[self.sg] = np.where(from_end < n, fresh, old)
+
+    def _jitter(self) -> None:
+        """RFC 3550 §A.8 for every stream at once, per candidate clock column: with
+        D = (R_i - R_j) * clock - (S_i - S_j) between consecutive arrivals,
+        J_i = J_(i-1) + (|D| - J_(i-1)) / 16, a linear recurrence in J."""
+        a, s, sg = self.a, self.starts, self.sg
+        darr = (self.arr - self._prev(self.arr, "last_ts")).astype(np.float64) / NS
+        drts = ts_diff(self.rts, self._prev(self.rts, "last_rts")).astype(np.float64)
+        clocks = self._clock_matrix()
+        decay = 1.0 - JITTER_GAIN
+        varied = bool((clocks[:, 1:] != clocks[:, :1]).any())
+        for c in range(K):
+            if c and not varied:  # static payload types only: every column is column 0
+                a.jit[sg, c], a.jmax[sg, c], a.jsum[sg, c] = (
+                    a.jit[sg, 0],
+                    a.jmax[sg, 0],
+                    a.jsum[sg, 0],
+                )
+                continue
+            clock = clocks[self.run, c]
+            x = np.abs(darr * clock - drts) * JITTER_GAIN
+            x[self.new_first] = 0.0
+            x[s] += decay * np.where(self.old, a.jit[sg, c], 0.0)
+            j = segmented_iir(x, self.run, decay)
+            a.jit[sg, c] = j[self.ends]
+            jms = j * 1000.0 / clock
+            a.jmax[sg, c] = np.maximum(a.jmax[sg, c], np.maximum.reduceat(jms, s))
+            a.jsum[sg, c] += np.add.reduceat(jms, s)
+        a.i["last_rts"][sg] = self.rts[self.ends]
+
+    def _clock_matrix(self) -> F64:
+        """(runs, K) clock rates: the static clock in every column, or the candidates."""
+        out = np.empty((len(self.sg), K))
+        meta = self.col._meta
+        for r, gid in enumerate(self.sg.tolist()):
+            out[r] = meta[gid].clocks
+        return out
+
+    def _times(self) -> None:
+        a, s, sg = self.a.i, self.starts, self.sg
+        # A marker bit starts a talkspurt after silence (RFC 3551 §4.1): the gap before it
+        # is silence suppression, not delay, so it is left out of the deltas (as tshark).
+        delta = np.where(self.marker, 0, self.arr - self._prev(self.arr, "last_ts"))
+        a["gaps"][sg] += np.add.reduceat((~self.marker & ~self.new_first).astype(np.int64), s)
+        a["max_delta"][sg] = np.maximum(a["max_delta"][sg], np.maximum.reduceat(delta, s))
+        a["sum_delta"][sg] += np.add.reduceat(delta, s)
+        a["first_ts"][sg] = np.where(self.old, a["first_ts"][sg], self.arr[s])
+        a["first_frame"][sg] = np.where(self.old, a["first_frame"][sg], self.frame[s])
+        a["last_ts"][sg] = self.arr[self.ends]
+        a["last_frame"][sg] = self.frame[self.ends]
+        a["bytes"][sg] += np.add.reduceat(self.size, s)
+        a["markers"][sg] += np.add.reduceat(self.marker.astype(np.int64), s)
+
+    def _payload_types(self) -> None:
+        pairs, counts = np.unique(self.g * 128 + self.pt, return_counts=True)
+        meta = self.col._meta
+        for p, c in zip(pairs.tolist(), counts.tolist(), strict=True):
+            meta[p >> 7].pts[p & 0x7F] += c
+
+    def _events(self, ext: I64) -> None:
+        """Keep packets shaped like RFC 4733 events (4-byte payload, dynamic type)."""
+        sel = np.flatnonzero((self.pt >= 96) & (self.size == 4) & self.valid)
+        meta, buf = self.col._meta, self.buf
+        for i in sel.tolist():
+            m = meta[int(self.g[i])]
+            if len(m.events) >= EVENTS_PER_STREAM:
+                continue
+            off = int(self.data_off[i])
+            m.events.append(
+                (
+                    int(self.frame[i]),
+                    int(self.arr[i]),
+                    int(ext[i]),
+                    int(self.rts[i]),
+                    int(self.pt[i]),
+                    int(self.marker[i]),
+                    buf[off : off + 4].tobytes(),
+                )
+            )

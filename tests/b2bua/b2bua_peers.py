@@ -1,0 +1,163 @@
+"""Run SIPp UAC -> sipflow b2bua (the CLI, a real process) -> SIPp UAS on loopback.
+
+How this works: reuses tests/peers/harness.py (ports, tcpdump, SIPp argv and logs,
+Kamailio). The B2BUA listens on the block's "proxy" port, so SIPp's UAC (run with
+``proxy=True``) sends to it; a route sends every user on to the SIPp UAS (or to Kamailio
+in front of the UAS when ``kamailio`` is set, on a fifth port). tcpdump captures all
+the ports while it runs; the B2BUA writes its own pcap, log and truth JSON.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from peers.harness import (
+    PeerError,
+    Proc,
+    Scenario,
+    SippLog,
+    _read_sipp,
+    _sipp_argv,
+    allocate_ports,
+    capture,
+    kamailio,
+    port_bound,
+    wait_for,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class B2buaRun:
+    scenario: Scenario
+    workdir: Path
+    ports: tuple[int, int, int, int]
+    tcpdump: Path
+    pcap: Path
+    log: Path
+    truth: Path
+    uac: SippLog
+    uas: SippLog
+    b2bua_output: str
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(
+    path: Path,
+    port: int,
+    target: str,
+    transport: str,
+    match: str = "^(.*)$",
+    extra_route: str = "",
+    top: str = "",
+) -> None:
+    wd = path.parent
+    path.write_text(
+        f"""[b2bua]
+pcap = "{wd / "b2bua.pcap"}"
+log = "{wd / "b2bua.log"}"
+truth = "{wd / "b2bua.truth.json"}"
+seed = 7
+{top}
+
+[[listen]]
+transport = "udp"
+host = "127.0.0.1"
+port = {port}
+
+[[listen]]
+transport = "tcp"
+host = "127.0.0.1"
+port = {port}
+
+[[route]]
+match = '{match}'
+target = "{target}"
+transport = "{transport}"
+{extra_route}
+"""
+    )
+
+
+def run_b2bua(
+    sc: Scenario,
+    workdir: Path,
+    match: str = "^(.*)$",
+    extra_route: str = "",
+    kamailio_auth: bool = False,
+    top: str = "",
+) -> B2buaRun:
+    """One SIPp scenario through the B2BUA (and optionally Kamailio behind it)."""
+    wd = workdir / sc.name
+    wd.mkdir(parents=True, exist_ok=True)
+    ports = allocate_ports()
+    uas, _uac, b2b, _media = ports
+    use_kamailio = kamailio_auth or "kamailio" in sc.name
+    kport = _free_port() if use_kamailio else 0
+    t = sc.transport
+    hop = kport if use_kamailio else uas
+    target = f"sip:\\\\1@127.0.0.1:{hop};transport={t}"
+    cfg = wd / "b2bua.toml"
+    write_config(cfg, b2b, target, t, match, extra_route, top)
+    bpf = " or ".join(f"port {p}" for p in (*ports[:3], *([kport] if kport else [])))
+    tcpdump = wd / "tcpdump.pcap"
+    with ExitStack() as stack:
+        stack.enter_context(capture("tcpdump-lo", tcpdump, bpf, wd))
+        if use_kamailio:
+            # Kamailio's UAS-side ports come from the block; its own port is kport.
+            kports = (uas, _uac, kport, _media)
+            ksc = Scenario(
+                sc.name, sc.uac, sc.uas, transport=t, proxy=True, proxy_auth=kamailio_auth
+            )
+            stack.enter_context(kamailio(ksc, kports, wd))
+        argv = [
+            sys.executable,
+            "-c",
+            "from sipflow.cli import main; main()",
+            "b2bua",
+            "-c",
+            str(cfg),
+        ]
+        b2bua = Proc.start("b2bua", argv, wd)
+        stack.callback(b2bua.stop, signal.SIGINT, 10)
+        wait_for(
+            lambda: port_bound(b2b, t, False) or b2bua.popen.poll() is not None,
+            15,
+            "the B2BUA to listen",
+        )
+        if b2bua.popen.poll() is not None:
+            raise PeerError(f"b2bua exited: {b2bua.text()[-2000:]}")
+        uas_p = Proc.start("sipp-uas", _sipp_argv(sc, "uas", ports, wd), wd)
+        stack.callback(uas_p.stop, signal.SIGTERM, 5)
+        wait_for(lambda: port_bound(uas, t, False), 10, "SIPp UAS to listen")
+        uac_p = Proc.start("sipp-uac", _sipp_argv(sc, "uac", ports, wd), wd)
+        uac_rc = uac_p.wait(sc.uac_timeout)
+        try:
+            uas_rc = uas_p.popen.wait(8)
+        except subprocess.TimeoutExpired:
+            uas_rc = uas_p.stop(signal.SIGINT, 5)
+        b2bua.stop(signal.SIGINT, 10)
+    return B2buaRun(
+        sc,
+        wd,
+        ports,
+        tcpdump,
+        wd / "b2bua.pcap",
+        wd / "b2bua.log",
+        wd / "b2bua.truth.json",
+        _read_sipp("uac", uac_rc, wd),
+        _read_sipp("uas", uas_rc, wd),
+        b2bua.text(),
+    )
