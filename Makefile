@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEB_PKGS := tshark sip-tester kamailio tcpdump
+DEB_PKGS := tshark sip-tester kamailio tcpdump chromium chromium-driver
 DEMO_PCAP := samples/pcaps/sipp_uac_uas_udp_mixed.pcap
 
 .PHONY: demo test lint typecheck pytest deb venv bench clean
@@ -16,9 +16,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: venv
-	$(VENV)/bin/sipflow analyze $(DEMO_PCAP)
+	$(VENV)/bin/sipflow analyze $(DEMO_PCAP) --html out/demo.html
 	$(VENV)/bin/sipflow analyze $(DEMO_PCAP) --format json --output out/demo.json
-	@echo "JSON written to out/demo.json"
+	@echo "HTML report: out/demo.html  JSON: out/demo.json"
 
 # Debian packages the tests drive as real peers and oracles (installed when missing).
 deb:
@@ -27,6 +27,8 @@ deb:
 	command -v sipp >/dev/null || missing="$$missing sip-tester"; \
 	command -v kamailio >/dev/null || missing="$$missing kamailio"; \
 	command -v tcpdump >/dev/null || missing="$$missing tcpdump"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true; \

@@ -221,6 +221,76 @@ def b2bua(
     raise typer.Exit(run_b2bua(config))
 
 
+@app.command()
+def regen(
+    scenario: Annotated[str, typer.Argument(help="Scenario name (see --list).")] = "",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="pcap to write (.log, .truth.json beside)."),
+    ] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the scenarios and exit.")] = False,
+    seed: Annotated[int | None, typer.Option("--seed", help="Repeatable tags/Call-IDs.")] = None,
+) -> None:
+    """Re-enact a call flow on loopback (built-in UAC + UAS + B2BUA) and write its evidence."""
+    from sipflow.b2bua import regen as run
+    from sipflow.b2bua import regen_list
+
+    if list_ or not scenario:
+        typer.echo(regen_list(), nl=False)
+        return
+    if output is None:
+        typer.echo("sipflow regen: -o out.pcap is required", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(run(scenario, output, seed))
+
+
+@app.command()
+def live(
+    iface: Annotated[
+        str | None, typer.Option("--interface", "-i", help="Interface to capture on, or any.")
+    ] = None,
+    bpf: Annotated[str, typer.Option("--filter", "-f", help="BPF capture filter.")] = "",
+    write: Annotated[
+        Path | None, typer.Option("--write", "-w", help="Write the capture (pcap) here.")
+    ] = None,
+    rotate: Annotated[
+        str | None, typer.Option("--rotate", help="Start a new file at this size (e.g. 100M).")
+    ] = None,
+    hep_listen: Annotated[
+        str | None, typer.Option("--hep-listen", help="Collect HEP on [ADDR]:PORT (UDP+TCP).")
+    ] = None,
+    json_lines: Annotated[
+        bool, typer.Option("--json-lines", help="One JSON object per finished call.")
+    ] = False,
+    duration: Annotated[
+        float | None, typer.Option("--duration", help="Stop after this many seconds.")
+    ] = None,
+    max_calls: Annotated[
+        int | None, typer.Option("--max-calls", help="Stop after this many finished calls.")
+    ] = None,
+) -> None:
+    """Follow calls live (capture and/or HEP collector) until Ctrl-C; docs/live.md.
+
+    Exit code 0 when stopped, 2 when the capture or listener cannot start."""
+    from sipflow.ingest.live import LiveError, LiveOptions, parse_listen, parse_size, run_live
+    from sipflow.report.live_view import make_view
+
+    try:
+        opts = LiveOptions(
+            iface,
+            bpf,
+            str(write) if write else None,
+            parse_size(rotate) if rotate else None,
+            parse_listen(hep_listen) if hep_listen else None,
+            duration,
+            max_calls,
+        )
+        run_live(opts, make_view(json_lines), lambda s: typer.echo(f"sipflow live: {s}", err=True))
+    except LiveError as exc:
+        typer.echo(f"sipflow live: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def main() -> None:
     app()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-__all__ = ["run_b2bua"]
+__all__ = ["regen", "regen_list", "run_b2bua"]
 
 
 def run_b2bua(config_path: str | Path) -> int:
@@ -25,4 +25,25 @@ def run_b2bua(config_path: str | Path) -> int:
         print(f"sipflow b2bua: {e}", file=sys.stderr)
         return 2
     run_forever(config)
+    return 0
+
+
+def regen_list() -> str:
+    """``sipflow regen --list``: each scenario and what it shows."""
+    from sipflow.b2bua.scenarios import describe
+
+    return describe()
+
+
+def regen(scenario: str, output: str | Path, seed: int | None = None) -> int:
+    """``sipflow regen SCENARIO -o out.pcap``: 0 done, 2 unknown scenario."""
+    from sipflow.b2bua.scenarios import SCENARIOS
+    from sipflow.b2bua.scenarios import regen as run
+
+    if scenario not in SCENARIOS:
+        print(f"sipflow regen: unknown scenario {scenario!r}; see --list", file=sys.stderr)
+        return 2
+    result = run(scenario, output, seed)
+    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(result.outcomes.items()))
+    print(f"{result.calls} calls ({outcomes}); wrote {result.pcap}, {result.log}, {result.truth}")
     return 0

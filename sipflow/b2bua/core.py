@@ -18,10 +18,12 @@ back. Requests handlers and B-leg INVITE response handlers are tables.
 from __future__ import annotations
 
 import enum
+import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sipflow.b2bua import media
 from sipflow.b2bua.config import Config, Route
 from sipflow.errors import ParseError
 from sipflow.ingest.types import Endpoint, Transport
@@ -95,6 +97,9 @@ class Ids:
         h = f"{self._rnd.getrandbits(128):032x}"
         return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}"
 
+    def bytes(self, n: int) -> bytes:
+        return self._rnd.randbytes(n)
+
     def branch(self) -> str:
         return "z9hG4bK" + self.token(16)
 
@@ -158,6 +163,12 @@ class Call:
     ended_by: str = "none"
     deadline: int | None = None
     """No-answer timer (core level; 408 to the caller)."""
+    srtp_offer: list[media.Crypto] = field(default_factory=list)
+    """SDES suites we offered on the B leg (RFC 4568)."""
+    b_offer: bytes = b""
+    """The body of our INVITE on the B leg (re-sent with credentials)."""
+    srtp_answer: media.Crypto | None = None
+    """The suite the B leg's answer selected."""
     done: bool = False
 
 
@@ -238,6 +249,8 @@ class B2BUA:
         self._legs: dict[tuple[str, str], Leg] = {}  # (Call-ID, local tag) -> leg
         self._a_invites: dict[TxKey, Leg] = {}  # A-leg INVITE server tx -> leg
         self._clients: dict[TxKey, _Client] = {}
+        self._later: list[tuple[int, int, Callable[[int], list[Action]]]] = []
+        self._later_seq = 0
         self._handlers: dict[str, Callable[[SipRequest, Endpoint, Transport, int], list[Action]]]
         self._handlers = {
             "INVITE": self._on_invite,
@@ -280,10 +293,20 @@ class B2BUA:
             if call.deadline is not None and call.deadline <= now:
                 call.deadline = None
                 out += self._no_answer(call, now)
+        while self._later and self._later[0][0] <= now:
+            _, _, fn = heapq.heappop(self._later)
+            out += fn(now)
         return out
+
+    def schedule(self, when: int, fn: Callable[[int], list[Action]]) -> None:
+        """Run ``fn(now)`` at ``when`` (ns): the built-in UAs' ringing, hang-ups, re-INVITEs."""
+        self._later_seq += 1
+        heapq.heappush(self._later, (when, self._later_seq, fn))
 
     def next_deadline(self) -> int | None:
         times = [c.deadline for c in self.calls.values() if c.deadline is not None]
+        if self._later:
+            times.append(self._later[0][0])
         tx = self.txs.next_deadline()
         if tx is not None:
             times.append(tx)
@@ -328,8 +351,13 @@ class B2BUA:
         to = h.get("to") or ""
         if to_tag and req.to_tag is None:
             to = f"{to};tag={to_tag}"
-        headers += [("From", h.get("from") or ""), ("To", to)]
-        headers += [("Call-ID", req.call_id or ""), ("CSeq", h.get("cseq") or "")]
+        echo = (
+            ("From", h.get("from")),
+            ("To", to),
+            ("Call-ID", req.call_id),
+            ("CSeq", h.get("cseq")),
+        )
+        headers += [(k, v) for k, v in echo if v]  # §8.2.6.2; a missing one stays missing
         if status < 300 and req.method in ("INVITE",) and status > 100:
             headers.append(("Contact", self._contact(transport)))
         headers.append(("Server", self.config.name))
@@ -545,7 +573,12 @@ class B2BUA:
         )
         call.deadline = now + int(timeout * SECOND)
         out = self._events_new_b(call, b, now)
-        return [*out, self._send_invite(b, a.invite.body, now)]
+        body = a.invite.body
+        if route.srtp and body:
+            body, offered = media.offer_sdes(body, self.ids.bytes)
+            call.srtp_offer = offered
+        call.b_offer = body
+        return [*out, self._send_invite(b, body, now)]
 
     def _send_invite(
         self, b: Leg, body: bytes, now: int, extra: tuple[tuple[str, str], ...] = ()
@@ -648,6 +681,8 @@ class B2BUA:
         leg = self._legs.get((req.call_id or "", req.to_tag or ""))
         call = leg.call if leg else None
         other = (call.b if leg.role == "a" else call.a) if leg and call else None
+        if leg is not None and call is not None and other is None:
+            return self._local_request(leg, req, src, t, now)
         if leg is None or other is None or not other.confirmed:
             resp = self._response(req, 481, "Call/Transaction Does Not Exist")
             return [self._answer(req, resp, 481, src, t, now)]
@@ -709,7 +744,8 @@ class B2BUA:
             if retry:
                 return out + retry
         if call.cancelled or call.done:
-            return out + self._hangup_leg(b, "ORIGINATOR_CANCEL", now)
+            out += self._hangup_leg(b, "ORIGINATOR_CANCEL", now)
+            return out + self._end_call(call, now)
         cause = {486: "USER_BUSY", 404: "UNALLOCATED_NUMBER", 408: "RECOVERY_ON_TIMER_EXPIRE"}
         out += self._hangup_leg(b, cause.get(status, "CALL_REJECTED"), now)
         return out + self._fail_a(
@@ -732,8 +768,9 @@ class B2BUA:
             if leg.state is not new and leg.state in (LegState.DOWN, LegState.RINGING):
                 out.append(self._ev(EventKind.CALLSTATE, leg, now, leg.state.value, new.value))
                 leg.state = new
+        body = media.strip_sdes(resp.body) if call.srtp_offer and resp.body else resp.body
         data = self._response(
-            a.invite, resp.status, resp.reason, a.local_tag, resp.body, transport=a.transport
+            a.invite, resp.status, resp.reason, a.local_tag, body, transport=a.transport
         )
         out.append(self._answer(a.invite, data, resp.status, a.peer, a.transport, now))
         return out
@@ -745,14 +782,20 @@ class B2BUA:
             b.remote_target = resp.contacts[0].uri
         b.route_set = tuple(reversed(resp.headers.get_all("record-route")))  # §12.1.2
         out: list[Action] = [self._ack_2xx(b, now)]
+        if a is None and not (call.cancelled or call.done):
+            return out + self._uac_answered(b, resp, now)
         if call.cancelled or call.done or a is None or a.invite is None:
             b.state = LegState.ACTIVE
             return out + self._bye(b, now)  # answered after CANCEL crossed it (§15)
         call.deadline = None
         call.answer = now
         call.final_code, call.final_reason = resp.status, resp.reason
+        body = resp.body
+        if call.srtp_offer and body:
+            call.srtp_answer = media.selected(body)
+            body = media.strip_sdes(body)  # the A leg is plain RTP (the seed's flow)
         data = self._response(
-            a.invite, resp.status, resp.reason, a.local_tag, resp.body, transport=a.transport
+            a.invite, resp.status, resp.reason, a.local_tag, body, transport=a.transport
         )
         out.append(self._answer(a.invite, data, resp.status, a.peer, a.transport, now))
         for leg in (b, a):
@@ -801,7 +844,7 @@ class B2BUA:
             ch, route.username, route.password or "", "INVITE", b.remote_target, self.ids.token(16)
         )
         name = "Authorization" if www else "Proxy-Authorization"
-        body = b.call.a.invite.body if b.call.a and b.call.a.invite else b""
+        body = b.call.b_offer
         return [self._send_invite(b, body, now, ((name, cred),))]
 
     def _relay_response(self, client: _Client, resp: SipResponse, now: int) -> list[Action]:
@@ -827,6 +870,18 @@ class B2BUA:
 
     # -- ends ----------------------------------------------------------------------------------
 
+    # -- hooks for the built-in UAs (sipflow.b2bua.ua) ----------------------------------------
+
+    def _uac_answered(self, b: Leg, resp: SipResponse, now: int) -> list[Action]:
+        """A B leg with no A leg was answered (the B2BUA never has one)."""
+        return self._bye(b, now)
+
+    def _local_request(
+        self, leg: Leg, req: SipRequest, src: Endpoint, t: Transport, now: int
+    ) -> list[Action]:
+        """A mid-dialog request on a call with one leg (the B2BUA never has one)."""
+        return [self._reply(req, 481, "Call/Transaction Does Not Exist", src, t, now)]
+
     def _fail_a(
         self,
         call: Call,
@@ -839,6 +894,9 @@ class B2BUA:
         """Final non-2xx to the caller; the call ends."""
         a = call.a
         out: list[Action] = []
+        if a is None and not call.done:  # a built-in UAC's call
+            call.final_code, call.final_reason = status, reason
+            return self._end_call(call, now)
         if a is None or a.invite is None or call.done:
             return out
         call.final_code, call.final_reason = status, reason

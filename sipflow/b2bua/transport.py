@@ -29,7 +29,7 @@ from sipflow.b2bua.logwriter import PcapRecords, event_line, trace_block
 from sipflow.ingest.types import Datagram, Endpoint, Transport
 from sipflow.sip.framing import StreamFramer
 
-MAX_STREAM_BUFFER = 70_000  # more unframed bytes than one 64 KB message: close
+MAX_STREAM_BUFFER = 65_536  # more unframed bytes than one 64 KB message: close
 
 
 class Agent(Protocol):
@@ -155,7 +155,9 @@ class _Stream(asyncio.Protocol):
     def __init__(self, node: Node, kind: Transport) -> None:
         self.node = node
         self.kind = kind
-        self.framer = StreamFramer()
+        # The size limit is ours (MAX_STREAM_BUFFER, checked before feeding): the framer's
+        # own max_head path re-finds the same start line forever (reported upstream).
+        self.framer = StreamFramer(max_head=1 << 30)
         self.transport: asyncio.Transport | None = None
         self.local = Endpoint("0.0.0.0", 0)
         self.peer = Endpoint("0.0.0.0", 0)
@@ -171,14 +173,15 @@ class _Stream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.pending += len(data)
+        if self.pending > MAX_STREAM_BUFFER:  # a message over 64 KB: refused, connection closed
+            self.node.counts["closed-oversize"] = self.node.counts.get("closed-oversize", 0) + 1
+            self.close()
+            return
         dg = Datagram(self.peer, self.local, Transport.TCP, data, (), time.time_ns())
         for fm in self.framer.feed(dg):
             self.pending = 0
             self.last_message = time.monotonic()
             self.node.on_message(fm.data, self.peer, self.local, self.kind)
-        if self.pending > MAX_STREAM_BUFFER or self.framer.skipped_bytes > MAX_STREAM_BUFFER:
-            self.node.counts["closed-oversize"] = self.node.counts.get("closed-oversize", 0) + 1
-            self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.node.conns.get((self.kind, self.peer)) is self:
@@ -232,7 +235,7 @@ class Node:
                     functools.partial(_Stream, self, kind), lst.host, lst.port, ssl=ctx
                 )
                 self.servers.append(server)
-        self._rearm()
+        self.rearm()
 
     async def stop(self) -> None:
         if self._timer is not None:
@@ -257,7 +260,7 @@ class Node:
             self.counts["agent-error"] = self.counts.get("agent-error", 0) + 1
             actions = []
         self._do(actions)
-        self._rearm()
+        self.rearm()
 
     def _do(self, actions: Sequence[Action]) -> None:
         for a in actions:
@@ -307,7 +310,7 @@ class Node:
 
     # -- the one timer -------------------------------------------------------------------------
 
-    def _rearm(self) -> None:
+    def rearm(self) -> None:
         if self._loop is None:
             return
         if self._timer is not None:
@@ -328,7 +331,7 @@ class Node:
             if conn.pending and conn.last_message < limit:
                 self.counts["closed-idle"] = self.counts.get("closed-idle", 0) + 1
                 conn.close()
-        self._rearm()
+        self.rearm()
 
 
 async def serve(config: Config, stop: asyncio.Event, agent: Agent | None = None) -> Node:

@@ -5,9 +5,9 @@ components (union-find); candidates only exist inside host-and-time windows or t
 shared identifiers, so components stay small. Each component is solved exactly with the
 Hungarian algorithm (Kuhn-Munkres with potentials, O(n^2 m)) when that stays under
 :data:`EXACT_LIMIT` steps; a larger one (a long overlapping chain in a
-busy capture) is matched greedily by weight and then improved by 2-swaps (exchange the
-partners of two matched edges when both new edges exist and the sum grows) until no swap
-helps. The result maximises the sum of log-odds, i.e. the most likely pairing when the
+busy capture) is matched greedily by weight and then improved by local moves (take an
+unmatched edge, re-pair or free the two partners it displaces, when the sum grows) until
+none helps. The result maximises the sum of log-odds, i.e. the most likely pairing when the
 edges are independent, instead of taking each leg's first or best match in isolation.
 """
 
@@ -56,9 +56,10 @@ def components(edges: list[Edge]) -> list[list[Edge]]:
 def hungarian(weights: list[list[float]]) -> list[int]:
     """Max-weight assignment of rows to columns (rows <= columns): ``col`` of each row.
 
-    Kuhn-Munkres with row/column potentials on costs ``-weight`` (weights of missing
-    edges are 0, so taking them is the same as leaving the row unmatched).
+    Kuhn-Munkres with row/column potentials on costs ``-max(weight, 0)``: a missing or
+    negative edge costs 0, so taking it is the same as leaving the row unmatched.
     """
+    weights = [[w if w > 0 else 0.0 for w in row] for row in weights]
     n, m = len(weights), len(weights[0])
     inf = float("inf")
     u, v = [0.0] * (n + 1), [0.0] * (m + 1)
@@ -116,36 +117,73 @@ def _exact(comp: list[Edge]) -> list[Edge]:
     return out
 
 
+class _Local:
+    """Greedy matching then local moves: take an unmatched edge (p, c) when that adds
+    weight; the partners it displaces are re-paired with each other or with their best
+    free neighbour (an augmenting path of length at most five)."""
+
+    def __init__(self, comp: list[Edge]) -> None:
+        self.w = {(p, c): w for p, c, w in comp}
+        self.kids: dict[int, list[int]] = defaultdict(list)
+        self.dads: dict[int, list[int]] = defaultdict(list)
+        for p, c, _w in comp:
+            self.kids[p].append(c)
+            self.dads[c].append(p)
+        self.pc: dict[int, int] = {}
+        self.cp: dict[int, int] = {}
+        for p, c, _w in sorted(comp, key=lambda e: -e[2]):
+            if p not in self.pc and c not in self.cp:
+                self.pc[p], self.cp[c] = c, p
+
+    def _free_dad(self, c: int, skip: int) -> tuple[float, int | None]:
+        return max(
+            ((self.w[(q, c)], q) for q in self.dads[c] if q not in self.pc and q != skip),
+            default=(0.0, None),
+        )
+
+    def _free_kid(self, p: int, skip: int) -> tuple[float, int | None]:
+        return max(
+            ((self.w[(p, k)], k) for k in self.kids[p] if k not in self.cp and k != skip),
+            default=(0.0, None),
+        )
+
+    def move(self, p1: int, c2: int) -> bool:
+        c1, p2 = self.pc.get(p1), self.cp.get(c2)
+        if c1 == c2:
+            return False
+        old = (self.w[(p1, c1)] if c1 is not None else 0.0) + (
+            self.w[(p2, c2)] if p2 is not None else 0.0
+        )
+        pair = self.w.get((p2, c1), 0.0) if p2 is not None and c1 is not None else 0.0
+        dad = self._free_dad(c1, p1) if c1 is not None else (0.0, None)
+        kid = self._free_kid(p2, c2) if p2 is not None else (0.0, None)
+        gain_pair, gain_apart = pair, dad[0] + kid[0]
+        if self.w[(p1, c2)] + max(gain_pair, gain_apart) <= old + 1e-9:
+            return False
+        for c in (c1, c2):
+            if c is not None:
+                self.cp.pop(c, None)
+        for p in (p1, p2):
+            if p is not None:
+                self.pc.pop(p, None)
+        self.pc[p1], self.cp[c2] = c2, p1
+        if gain_pair >= gain_apart and pair > 0 and p2 is not None and c1 is not None:
+            self.pc[p2], self.cp[c1] = c1, p2
+        else:
+            for q, k in ((dad[1], c1), (p2, kid[1])):
+                if q is not None and k is not None and q not in self.pc and k not in self.cp:
+                    self.pc[q], self.cp[k] = k, q
+        return True
+
+    def run(self) -> list[Edge]:
+        for _ in range(MAX_SWAP_ROUNDS):
+            if not any([self.move(p, c) for (p, c) in list(self.w) if self.pc.get(p) != c]):
+                break
+        return [(p, c, self.w[(p, c)]) for p, c in self.pc.items()]
+
+
 def _greedy(comp: list[Edge]) -> list[Edge]:
-    weight = {(p, c): w for p, c, w in comp}
-    by_parent: dict[int, int] = {}
-    by_child: dict[int, int] = {}
-    for p, c, _w in sorted(comp, key=lambda e: -e[2]):
-        if p not in by_parent and c not in by_child:
-            by_parent[p], by_child[c] = c, p
-    for _ in range(MAX_SWAP_ROUNDS):
-        if not _swap_round(by_parent, by_child, weight):
-            break
-    return [(p, c, weight[(p, c)]) for p, c in by_parent.items()]
-
-
-def _swap_round(
-    by_parent: dict[int, int], by_child: dict[int, int], weight: dict[tuple[int, int], float]
-) -> bool:
-    """One pass of 2-swaps: (p1,c1),(p2,c2) -> (p1,c2),(p2,c1) when that adds weight."""
-    improved = False
-    for (p1, c2), w12 in list(weight.items()):
-        c1, p2 = by_parent.get(p1), by_child.get(c2)
-        if c1 is None or p2 is None or c1 == c2:
-            continue
-        w21 = weight.get((p2, c1))
-        if w21 is None:
-            continue
-        if w12 + w21 > weight[(p1, c1)] + weight[(p2, c2)] + 1e-9:
-            by_parent[p1], by_child[c2] = c2, p1
-            by_parent[p2], by_child[c1] = c1, p2
-            improved = True
-    return improved
+    return _Local(comp).run()
 
 
 def assign(edges: list[Edge]) -> tuple[list[Edge], int, int]:

@@ -260,8 +260,14 @@ def rule_hop(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
     dst, src = a.f.far.dst, b.f.near.src
     if dst is None or src is None or a.dst_host != b.src_host:
         return None
-    weight = 1.5 if dst == src else 0.0
+    # the same address, another port: one box with two SIP sockets (FreeSWITCH profiles)
+    weight = 1.5 if dst == src else (-1.0 if _loopback(dst[0]) else 0.0)
     return Evidence("hop", "INVITE dst -> src", _addr_text(dst), _addr_text(src), weight)
+
+
+def _loopback(ip: str) -> bool:
+    """On loopback every program shares the address: only the port tells sockets apart."""
+    return ip.startswith("127.") or ip == "::1"
 
 
 def rule_back_to_caller(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
@@ -289,6 +295,9 @@ def rule_swapped(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
 
 GAP = ((50 * MS, 2.0), (1000 * MS, 1.0), (10_000 * MS, 0.0))
 MIRROR = ((5 * MS, 3.0), (50 * MS, 2.0), (500 * MS, 1.0), (2000 * MS, 0.0))
+CAUSAL_SLACK = MS // 4
+"""A relayed response leaves the box after it arrived: on one capture the parent's copy is
+later. A quarter millisecond allows for timestamp noise; merged probes may need more."""
 BYE = ((20 * MS, 2.5), (500 * MS, 1.5), (2000 * MS, 0.0))
 
 
@@ -310,6 +319,8 @@ def rule_ringing_mirror(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
     if ra is None or rb is None or ra < b.f.near.invite - 5 * MS:
         return None
     weight = _step(abs(ra - rb), MIRROR, 0.0)
+    if ra < rb - CAUSAL_SLACK:  # rang before the child did: the box's own ringback (weak)
+        weight = min(weight, 1.0)
     return Evidence("ringing_mirror", f"first 18x a-b {_ms(ra - rb)}", "18x", "18x", weight)
 
 
@@ -321,6 +332,8 @@ def _final_weight(a: LegFacts, b: LegFacts) -> float:
         return 0.0
     a_ok, b_ok = ca < 300, cb < 300
     if a_ok and b_ok:
+        if fa < fb - CAUSAL_SLACK:  # RFC 3261 §16.7 / a bridge: the child's 2xx comes first
+            return -2.0
         return _step(abs(fa - fb), MIRROR, -2.0) + 1.0
     if not a_ok and not b_ok:
         return _step(abs(fa - fb), MIRROR, -1.0)

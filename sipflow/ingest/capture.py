@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sipflow.findings import Finding
-from sipflow.ingest import classify
+from sipflow.ingest import classify, hep
 from sipflow.ingest.classify import Kind
 from sipflow.ingest.decode import (
     IPPROTO_SCTP,
@@ -52,6 +52,7 @@ from sipflow.ingest.decode import (
 from sipflow.ingest.pcap import LINKTYPE_NAMES, Capture, RecordChunk, open_capture
 from sipflow.ingest.reassembly import FragmentReassembler, TcpReassembler
 from sipflow.ingest.sctp import SctpReassembler
+from sipflow.ingest.tls import TlsFollower, TlsKeys, TlsStats
 from sipflow.ingest.types import (
     TCP_FIN,
     TCP_RST,
@@ -80,8 +81,13 @@ def read_capture(
     stats: SourceStats,
     findings: list[Finding],
     media_sink: MediaSink | None = None,
+    tls: TlsKeys | None = None,
+    tls_stats: TlsStats | None = None,
 ) -> Iterator[Datagram]:
     """Datagrams that carry (or may carry) SIP from one capture, in capture order.
+
+    TLS connections (:mod:`sipflow.ingest.tls`) come out as ``Transport.TLS`` cleartext
+    when ``tls`` holds their keys; their session facts are collected in ``tls_stats``.
 
     Raises :class:`~sipflow.errors.InputError` (on the first ``next``) when ``path`` is not
     a readable capture; damage inside a capture becomes Findings appended to ``findings``.
@@ -91,7 +97,9 @@ def read_capture(
     cap.findings = findings
     stats.format = cap.format
     try:
-        yield from _Pipeline(cap, source, stats, findings, media_sink).run()
+        pipeline = _Pipeline(cap, source, stats, findings, media_sink)
+        pipeline.tls = TlsFollower(tls, tls_stats, source, findings, classify.looks_like_sip)
+        yield from pipeline.run()
     finally:
         stats.skipped.update(cap.skipped)
         cap.close()
@@ -120,6 +128,8 @@ class _Pipeline:
         self.sctp = SctpReassembler()
         self.tracked: set[tuple[Endpoint, Endpoint]] = set()
         self.sip_ports: set[int] = set()
+        self.hep = hep.HepDecapsulator(source, self.skipped, findings)  # HEP on any port
+        self.tls = TlsFollower(None, None, source, findings, classify.looks_like_sip)
 
     def run(self) -> Iterator[Datagram]:
         for chunk in self.cap.chunks():
@@ -145,6 +155,10 @@ class _Pipeline:
         self.skipped.update(dec.skipped)
         udp = dec.udp
         kinds = classify.prefilter(chunk.buf, udp.payload, udp.length, udp.head)
+        other = np.flatnonzero(kinds == Kind.OTHER)  # HEP payloads go the candidate way
+        kinds[other[hep.hep_candidates(chunk.buf, udp.payload[other], udp.length[other])]] = (
+            Kind.CANDIDATE
+        )
         for kind, reason in classify.SKIP_REASON.items():  # counted without a copy
             count = int(np.count_nonzero(kinds == kind))
             if count:
@@ -198,6 +212,8 @@ class _Pipeline:
             self.sip_ports.add(src.port)
             self.sip_ports.add(dst.port)
             return Datagram(src, dst, Transport.UDP, payload, (frame,), ts, self.source)
+        if kind is Kind.OTHER and hep.looks_like_hep(payload):
+            return self.hep.datagram(payload, frame, ts)  # inner SIP, inner 5-tuple
         self.skipped[classify.SKIP_REASON.get(kind, "non_sip_udp")] += 1
         if kind is Kind.OTHER and slow and self.media_sink is not None:
             self.slow_media.append((frame, ts, src, dst, payload))
@@ -232,7 +248,9 @@ class _Pipeline:
         key = (src, dst) if src <= dst else (dst, src)
         control = pkt.flags & (TCP_SYN | TCP_FIN | TCP_RST)
         if key not in self.tracked:
-            if not self._starts_sip(pkt):
+            if self.tls.wants(pkt.payload, pkt.sport, pkt.dport, self.sip_ports):
+                self.tls.open(src, dst)  # TLS records, on any port: sipflow.ingest.tls
+            elif not self._starts_sip(pkt):
                 self.skipped["non_sip_tcp" if pkt.payload else "tcp_no_payload"] += 1
                 return
             self.tracked.add(key)
@@ -240,7 +258,7 @@ class _Pipeline:
             self.skipped["tcp_no_payload"] += 1
             return
         seg = TcpSegment(self.source, frame, ts, src, dst, pkt.seq, pkt.ack, pkt.flags, pkt.payload)
-        yield from self.tcp.feed(seg)
+        yield from self.tls.route(self.tcp.feed(seg))
         self._drain_tcp_findings()
 
     def _starts_sip(self, pkt: Packet) -> bool:
@@ -291,13 +309,13 @@ class _Pipeline:
 
     def _expire(self, now: int) -> Iterator[Datagram]:
         self.findings.extend(self.frag.expire(now))
-        yield from self.tcp.expire(now)
+        yield from self.tls.route(self.tcp.expire(now))
         self._drain_tcp_findings()
 
     def _flush(self) -> Iterator[Datagram]:
         self.findings.extend(self.frag.flush())
         self.findings.extend(self.sctp.flush())
-        yield from self.tcp.flush()
+        yield from self.tls.route(self.tcp.flush())
         self._drain_tcp_findings()
 
     def _drain_tcp_findings(self) -> None:

@@ -28,7 +28,7 @@ per-stream summary.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -261,6 +261,7 @@ class RtpCollector:
         self._sr_seen: dict[tuple[int, int], int] = {}
         """(SSRC, middle 32 bits of an SR's NTP time) -> capture time (ns) of that SR."""
         self._ep: dict[tuple[bytes, int, int], Endpoint] = {}
+        self._public: list[int] = []
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -367,7 +368,9 @@ class RtpCollector:
             view.jitter_max = max(view.jitter_max, rb.jitter)
             sent = self._sr_seen.get((rb.ssrc, rb.lsr)) if rb.lsr else None
             if sent is not None:  # RFC 3550 §6.4.1 RTT, both ends timed by the capture
-                view.rtt_ms.append((ts - sent) / 1e6 - rb.dlsr * 1000.0 / 65536.0)
+                rtt = (ts - sent) / 1e6 - rb.dlsr * 1000.0 / 65536.0
+                if rtt >= 0:  # negative: the capture point is not beside the SR's sender
+                    view.rtt_ms.append(rtt)
         for vm in p.voip:
             view = self._rtcp.setdefault((vm.ssrc, dst, src), _RtcpView())
             view.xr = {
@@ -382,14 +385,16 @@ class RtpCollector:
     # -- results ----------------------------------------------------------------------------
 
     def finish(self) -> list[RtpStream]:
-        """Every stream seen, in order of first packet."""
-        out = [self._stream(gid) for gid in range(len(self._meta))]
-        out.sort(key=lambda st: (st.start, st.id))
-        return out
+        """Every stream seen, in order of first packet; ``id`` is that rank (the same
+        however the capture was cut into chunks)."""
+        order = sorted(range(len(self._meta)), key=lambda g: (int(self._a.i["first_frame"][g]), g))
+        self._public = order
+        return [replace(self._stream(gid), id=rank) for rank, gid in enumerate(order)]
 
     def events(self, stream_id: int) -> list[tuple[int, int, int, int, int, int, bytes]]:
-        """The telephone-event-shaped packets kept for one stream (see ``_Meta.events``)."""
-        return list(self._meta[stream_id].events)
+        """The telephone-event-shaped packets kept for one stream (``RtpStream.id``) -
+        see ``_Meta.events``; call after :meth:`finish`."""
+        return list(self._meta[self._public[stream_id]].events)
 
     def _stream(self, gid: int) -> RtpStream:
         a, m = self._a.i, self._meta[gid]

@@ -883,9 +883,7 @@ class LiveTransactions(Generic[D]):
             return Verdict.UNKNOWN
         new = tx.state is _S.COMPLETED or (tx.state is _S.ACCEPTED and tx.data != b"")
         if tx.state is _S.ACCEPTED:
-            tx.data = b""  # acknowledged: stop re-sending the 2xx
-            tx.generation += 1
-            self._arm_timeout(tx, now)
+            tx.data = b""  # acknowledged: the 2xx timer finds nothing to re-send and stops
             return Verdict.NEW if new else Verdict.RETRANSMISSION
         self._event(tx, _E.ACK, now)
         return Verdict.NEW if new else Verdict.RETRANSMISSION

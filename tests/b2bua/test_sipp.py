@@ -101,6 +101,12 @@ CASES["tcp_timeout"] = (
     0,
     {"top": "no_answer_timeout = 1.0"},
 )
+CASES["udp_caller_auth"] = (  # the B2BUA challenges the caller (407), SIPp answers
+    Scenario("udp_caller_auth", "uac_auth.xml", "uas_answer.xml", CALLS, proxy=True),
+    200,
+    200,
+    {"top": '\n[auth]\nrealm = "sipflow.test"\nusers = { alice = "secret" }'},
+)
 CASES["udp_kamailio_auth"] = (
     Scenario("udp_kamailio_auth", "uac_answer.xml", "uas_answer.xml", CALLS, proxy=True),
     200,
@@ -144,7 +150,8 @@ def test_calls_end_as_scripted_per_sipp(runs: Callable[[str], B2buaRun], name: s
         assert log.stat("FailedCall") == 0, (log.role, log.errors[-500:])
     caller = invite_finals(run.uac.messages)
     assert len(caller) == CALLS
-    assert all(codes == [caller_code] for codes in caller.values()), caller
+    want_caller = [407, caller_code] if "caller_auth" in name else [caller_code]
+    assert all(codes == want_caller for codes in caller.values()), caller
     callee = invite_finals(run.uas.messages)
     if callee_code is None:
         assert callee == {}

@@ -311,12 +311,12 @@ def test_indistinguishable_pairs_are_ambiguous_not_confident() -> None:
 
 
 def test_global_assignment_not_first_match() -> None:
-    """b1 alone looks more like a2 (its 200 follows a2's by 2 ms), but a2 is clearly b2's:
+    """b1 alone looks more like a2 (a2's 200 follows b1's by 2 ms), but a2 is clearly b2's:
     the assignment gives b1 to a1; a per-child best match would give both to a2."""
     legs = legs_of(
         [
             LegSpec("a1", X, P, 0, ring_ms=None, answer_ms=2400, bye_ms=6000),
-            LegSpec("a2", ("192.0.2.11", 5060), P, 3, ring_ms=None, answer_ms=2010, bye_ms=5010),
+            LegSpec("a2", ("192.0.2.11", 5060), P, 3, ring_ms=None, answer_ms=2014, bye_ms=5010),
             LegSpec("b1", P, Y, 20, ring_ms=None, answer_ms=1995, bye_ms=8500),
             LegSpec("b2", P, Y, 22, ring_ms=None, answer_ms=1990, bye_ms=4990),
         ]

@@ -48,11 +48,11 @@ def _shot(driver: Any, shots: Path, name: str) -> None:
 
 
 def _rows(driver: Any) -> list[Any]:
-    return driver.find_elements(CSS, "#calls tbody tr.call")
+    return list(driver.find_elements(CSS, "#calls tbody tr.call"))
 
 
 def _arrows(driver: Any) -> list[Any]:
-    return driver.find_elements(CSS, "#ladder g.arrow")
+    return list(driver.find_elements(CSS, "#ladder g.arrow"))
 
 
 def _select_call(driver: Any, index: int) -> None:

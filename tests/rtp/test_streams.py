@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,15 @@ def test_chunk_boundaries_change_nothing(monkeypatch: pytest.MonkeyPatch) -> Non
         return original(self, 7)
 
     monkeypatch.setattr(pcap_mod.Capture, "chunks", small)
-    assert collect(path)[0] == whole
+    cut = collect(path)[0]
+    assert [s.id for s in cut] == list(range(len(whole)))
+    for a, b in zip(cut, whole, strict=True):  # floats: summed in another order
+        floats = ("max_jitter_ms", "mean_jitter_ms")
+        assert replace(a, max_jitter_ms=0.0, mean_jitter_ms=0.0) == replace(
+            b, max_jitter_ms=0.0, mean_jitter_ms=0.0
+        )
+        for f in floats:
+            assert getattr(a, f) == pytest.approx(getattr(b, f), rel=1e-12)
 
 
 # -- deterministic impairments on an edited copy of SIPp's g711a.pcap ---------------------
@@ -104,9 +113,9 @@ def reference_jitter(recs: list[tuple[int, int, bytes]], clock: int = 8000) -> l
     out, j, prev = [], 0.0, None
     for sec, usec, data in recs:
         rtp = data[42:]
-        arr, rts = sec + usec / 1e6, int.from_bytes(rtp[4:8], "big")
+        arr, rts = sec * 1_000_000 + usec, int.from_bytes(rtp[4:8], "big")  # exact µs
         if prev is not None:
-            d = (arr - prev[0]) * clock - ts_diff(rts, prev[1])
+            d = (arr - prev[0]) * clock / 1e6 - ts_diff(rts, prev[1])
             j += (abs(d) - j) / 16
         out.append(j * 1000 / clock)
         prev = (arr, rts)
@@ -120,8 +129,8 @@ def impaired(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
         pytest.skip("shared corpus absent")
     head, recs = read_pcap(src)
     recs = list(recs)
-    recs[150], recs[151] = (recs[151][0], recs[151][1], recs[150][2]), (
-        recs[150][0], recs[150][1], recs[151][2])  # fmt: skip  # reorder: swap payloads
+    (s0, u0, d0), (s1, u1, d1) = recs[150], recs[151]
+    recs[150], recs[151] = (s0, u0, d1), (s1, u1, d0)  # reordered: times stay, packets swap
     sec, usec, data = recs[120]
     recs[120] = (sec, usec + 9000, data)  # 9 ms late (still before the next packet)
     dup = recs[100]

@@ -1,0 +1,287 @@
+"""Built-in user agents, sans-IO: a scripted UAC and a UAS with per-user behaviours.
+
+How this works: both are the B2BUA core with one leg. :class:`Uas` is a B2BUA whose
+calls have only an A leg: instead of routing it plays the behaviour named by the
+Request-URI user (``answer``, ``busy``, ``notfound``, ``ring`` forever, ``auth407``:
+challenge first, then answer), with times scheduled on the core's timer. Mid-dialog
+re-INVITEs (hold/unhold) are answered with SDP mirroring the offer's direction (RFC 3264
+§6.1: sendonly -> recvonly). :class:`Uac` is a B2BUA whose calls have only a B leg: it
+places the calls of a :class:`CallPlan` (to the B2BUA), then hangs up, cancels or puts
+the call on hold and back as the plan says. Everything the transactions and dialogs need
+(retransmissions, ACKs, CANCEL, BYE) is the core's.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+from sipflow.b2bua import media
+from sipflow.b2bua.config import Config, Listen, Route, parse_config
+from sipflow.b2bua.core import (
+    B2BUA,
+    Action,
+    Call,
+    Leg,
+    LegState,
+    Send,
+    _Client,
+)
+from sipflow.errors import ParseError
+from sipflow.ingest.types import Endpoint, Transport
+from sipflow.sip import auth
+from sipflow.sip.message import SipRequest, SipResponse
+from sipflow.sip.transaction import MS, key_of
+
+
+def sdp(user: str, ip: str, port: int, direction: str = "sendrecv", crypto: bool = False) -> bytes:
+    """A small audio offer/answer (PCMU, PCMA, telephone-event)."""
+    proto = "RTP/SAVP" if crypto else "RTP/AVP"
+    lines = [
+        "v=0",
+        f"o={user} 1000 {1000 + (direction != 'sendrecv')} IN IP4 {ip}",
+        "s=sipflow",
+        f"c=IN IP4 {ip}",
+        "t=0 0",
+        f"m=audio {port} {proto} 0 8 101",
+        "a=rtpmap:0 PCMU/8000",
+        "a=rtpmap:8 PCMA/8000",
+        "a=rtpmap:101 telephone-event/8000",
+        "a=fmtp:101 0-16",
+        "a=ptime:20",
+        f"a={direction}",
+    ]
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+_MIRROR = {"sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
+
+
+def _direction(body: bytes) -> str:
+    for d in ("sendonly", "recvonly", "inactive"):
+        if f"a={d}".encode() in body:
+            return d
+    return "sendrecv"
+
+
+def _config(listen: Listen, name: str, seed: int | None) -> Config:
+    cfg = parse_config(
+        {
+            "b2bua": {"name": name, "seed": seed},
+            "listen": [
+                {
+                    "transport": listen.transport.value.lower(),
+                    "host": listen.host,
+                    "port": listen.port,
+                }
+            ],
+        }
+    )
+    return Config(listen=(listen,), routes=(), name=name, seed=cfg.seed)
+
+
+class Uas(B2BUA):
+    """Answers as the Request-URI user says: ``answer`` / ``busy`` / ``notfound`` /
+    ``ring`` / ``auth407`` (a prefix of the user; e.g. ``answer-1``)."""
+
+    def __init__(self, listen: Listen, seed: int | None = None, ring_ms: int = 200) -> None:
+        super().__init__(_config(listen, "sipflow-uas", seed))
+        self.ring = ring_ms * MS
+        self.password = "secret"
+        self.realm = "sipflow.test"
+        self.algorithm = auth.Algorithm.MD5
+
+    def _new_call(self, req: SipRequest, src: Endpoint, t: Transport, now: int) -> list[Action]:
+        user = req.uri.split(":", 1)[-1].split("@", 1)[0]
+        behaviour = user.split("-", 1)[0]
+        out: list[Action] = [self._reply(req, 100, "Trying", src, t, now)]
+        if behaviour == "auth407" and not self._authorised(req):
+            nonce = self.ids.token(16)
+            value = auth.challenge_value(self.realm, nonce, self.algorithm)
+            extra = (("Proxy-Authenticate", value),)
+            tag = self.ids.token()
+            return [
+                *out,
+                self._reply(req, 407, "Proxy Authentication Required", src, t, now, tag, extra),
+            ]
+        call = Call(self.ids.uuid(), now)
+        a = self._a_leg(call, req, src, t, user)
+        self.calls[call.uuid] = call
+        if behaviour == "notfound":
+            return out + self._fail_a(call, 404, "Not Found", now)
+        if behaviour == "busy":
+            return out + self._fail_a(call, 486, "Busy Here", now)
+        out += self._ringing(a, now)
+        if behaviour in ("answer", "auth407", "hold"):
+            self.schedule(now + self.ring, functools.partial(self._answer_call, a))
+        return out
+
+    def _authorised(self, req: SipRequest) -> bool:
+        value = req.headers.get("proxy-authorization")
+        if value is None:
+            return False
+        try:
+            cred = auth.parse_credentials(value)
+        except ParseError:
+            return False
+        return auth.verify(cred, self.password, req.method)
+
+    def _ringing(self, a: Leg, now: int) -> list[Action]:
+        assert a.invite is not None
+        a.state = LegState.RINGING
+        data = self._response(a.invite, 180, "Ringing", a.local_tag, transport=a.transport)
+        return [self._answer(a.invite, data, 180, a.peer, a.transport, now)]
+
+    def _answer_call(self, a: Leg, now: int) -> list[Action]:
+        call = a.call
+        if call.done or a.invite is None:
+            return []
+        chosen = media.answer_sdes(a.invite.body, self.ids.bytes)
+        port = 30000 + (len(self.calls) % 500) * 2
+        body = sdp("uas", self._local(a.transport).ip, port, crypto=chosen is not None)
+        if chosen is not None:  # RFC 4568 §7.1.2: one of the offered suites, our own key
+            body += media.crypto_line(chosen)
+        data = self._response(a.invite, 200, "OK", a.local_tag, body, transport=a.transport)
+        call.answer = now
+        call.final_code, call.final_reason = 200, "OK"
+        a.state = LegState.ACTIVE
+        return [self._answer(a.invite, data, 200, a.peer, a.transport, now)]
+
+    def _local_request(
+        self, leg: Leg, req: SipRequest, src: Endpoint, t: Transport, now: int
+    ) -> list[Action]:
+        if req.method != "INVITE":
+            return [self._reply(req, 200, "OK", src, t, now)]
+        mirrored = _MIRROR.get(_direction(req.body), "sendrecv")
+        body = sdp("uas", self._local(t).ip, 30000, mirrored)
+        data = self._response(req, 200, "OK", None, body, transport=t)
+        key = key_of(req)
+        if key is not None:
+            self._a_invites[key] = leg
+            leg.invite_key = key
+        return [self._answer(req, data, 200, src, t, now)]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedCall:
+    """One call the UAC places."""
+
+    user: str
+    """Request-URI user (the B2BUA routes on it; the UAS behaves by it)."""
+    at_ms: int = 0
+    """When to send the INVITE, after the start."""
+    hangup_ms: int | None = 1000
+    """BYE this long after the answer (None: never)."""
+    cancel_ms: int | None = None
+    """CANCEL this long after the INVITE (if not answered by then)."""
+    hold: bool = False
+    """re-INVITE sendonly 300 ms after the answer, sendrecv 300 ms later, then BYE."""
+
+
+class Uac(B2BUA):
+    """Places the planned calls to ``target`` (the B2BUA) over ``listen.transport``."""
+
+    def __init__(self, listen: Listen, target: Endpoint, seed: int | None = None) -> None:
+        super().__init__(_config(listen, "sipflow-uac", seed))
+        self.target = target
+        self.placed = 0
+        self.planned = 0
+        self._plans: dict[str, PlannedCall] = {}
+
+    def start(self, plan: list[PlannedCall], now: int) -> None:
+        self.planned = len(plan)
+        for p in plan:
+            self.schedule(now + p.at_ms * MS, functools.partial(self._place, p))
+
+    @property
+    def idle(self) -> bool:
+        """Every planned call placed and finished, and no transaction left open."""
+        return self.placed == self.planned and not self.calls
+
+    def _place(self, p: PlannedCall, now: int) -> list[Action]:
+        t = self.config.listen[0].transport
+        host = f"{self.target.ip}:{self.target.port}"
+        scheme = "sip"
+        target = f"{scheme}:{p.user}@{host};transport={t.value.lower()}"
+        call = Call(self.ids.uuid(), now)
+        call.route = Route(pattern=re.compile(""), target=target, transport=t)
+        local = self._local(t)
+        b = Leg(
+            uuid=self.ids.uuid(),
+            call=call,
+            role="b",
+            channel=f"uac/{p.user}",
+            transport=t,
+            peer=self.target,
+            call_id=self.ids.token(20) + "@" + local.ip,
+            local_tag=self.ids.token(),
+            local_uri=f'"Alice" <sip:alice@{local}>',
+            remote_uri=f"<sip:{p.user}@{host}>",
+            remote_target=target,
+        )
+        call.b = b
+        call.b_call_ids.append(b.call_id)
+        self._legs[(b.call_id, b.local_tag)] = b
+        self.calls[call.uuid] = call
+        self.placed += 1
+        self._plans[call.uuid] = p
+        if p.cancel_ms is not None:
+            self.schedule(now + p.cancel_ms * MS, functools.partial(self._cancel, call))
+        return [self._send_invite(b, sdp("alice", local.ip, 40000 + 2 * (self.placed % 1000)), now)]
+
+    def _cancel(self, call: Call, now: int) -> list[Action]:
+        if call.done or call.answer is not None:
+            return []
+        call.cancelled = True
+        call.ended_by = "caller"
+        return self._cancel_b(call, now)
+
+    def _uac_answered(self, b: Leg, resp: SipResponse, now: int) -> list[Action]:
+        call = b.call
+        call.answer = now
+        call.final_code, call.final_reason = resp.status, resp.reason
+        b.state = LegState.ACTIVE
+        p = self._plans.get(call.uuid)
+        if p is None:
+            return []
+        if p.hold:
+            self.schedule(now + 300 * MS, lambda n: self._reinvite(b, "sendonly", n))
+            self.schedule(now + 600 * MS, lambda n: self._reinvite(b, "sendrecv", n))
+            self.schedule(now + 900 * MS, lambda n: self._hangup(b, n))
+        elif p.hangup_ms is not None:
+            self.schedule(now + p.hangup_ms * MS, lambda n: self._hangup(b, n))
+        return []
+
+    def _reinvite(self, b: Leg, direction: str, now: int) -> list[Action]:
+        if b.call.done or not b.confirmed:
+            return []
+        b.cseq += 1
+        local = self._local(b.transport)
+        body = sdp("alice", local.ip, 40000, direction)
+        data = self._request(b, "INVITE", b.cseq, self.ids.branch(), body)
+        return [self._client_send(b, "INVITE", data, now, _Client(b, "REINVITE"))]
+
+    def _hangup(self, b: Leg, now: int) -> list[Action]:
+        call = b.call
+        if call.done or not b.confirmed:
+            return []
+        call.ended_by = "caller"
+        out = self._bye(b, now)
+        return out + self._end_call(call, now)
+
+    def _on_response(self, resp: SipResponse, now: int) -> list[Action]:
+        key = key_of(resp)
+        client = self._clients.get(key) if key is not None else None
+        if client is not None and client.method == "REINVITE":
+            verdict, _ = self.txs.receive_response(key, resp.status, now)  # type: ignore[arg-type]
+            if resp.status >= 200 and verdict.value == "new":
+                self._clients.pop(key, None)  # type: ignore[arg-type]
+                if resp.status < 300:
+                    return [self._ack_2xx(client.leg, now)]
+                return self._ack_failure(client.leg, resp, now)
+            if 200 <= resp.status < 300 and client.leg.ack_data:
+                leg = client.leg
+                return [Send(leg.ack_data, leg.peer, leg.transport)]
+            return []
+        return super()._on_response(resp, now)
