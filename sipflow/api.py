@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sipflow.checks.sdp import CallMedia, media_for_call
 from sipflow.correlate.calls import BuilderOutput, CallBuilder, CallRecord
@@ -29,6 +29,7 @@ from sipflow.trace import ActivitySummary, Trace
 
 if TYPE_CHECKING:
     from sipflow.ingest.pbxlog import ChannelEvent
+    from sipflow.rtp.streams import RtpStream
 
 
 @dataclass
@@ -92,7 +93,7 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
     opts = options or Options()
     paths = expand_paths(sources)
     results = [SourceResult(SourceStats(path=p)) for p in paths]
-    streams = [_guarded(p, i, r) for i, (p, r) in enumerate(zip(paths, results, strict=True))]
+    per_source = [_guarded(p, i, r) for i, (p, r) in enumerate(zip(paths, results, strict=True))]
 
     def on_duplicate(msg: SipMessage) -> None:
         src = msg.origin.source if msg.origin else 0
@@ -104,7 +105,7 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
     kept: list[SipMessage] = []
     activity = ActivitySummary(keep_records=opts.keep_records)
     findings: list[Finding] = []
-    for msg in drop_duplicates(merge_timeline(streams), on_duplicate):
+    for msg in drop_duplicates(merge_timeline(per_source), on_duplicate):
         counts.add(msg)
         if opts.keep_messages:
             kept.append(msg)
@@ -114,6 +115,8 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
     for r in results:
         findings[:0] = r.findings
     events = _channel_events(results)
+    rtp_streams, quality, media_findings = _media(results, calls)
+    findings.extend(media_findings)
     return Trace(
         sources=[r.stats for r in results],
         counts_requests=dict(counts.requests),
@@ -130,7 +133,22 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
         message_list=kept,
         unreadable=[r.stats.path for r in results if "unreadable" in r.stats.skipped],
         channel_events=events,
+        rtp_stream_list=rtp_streams,
+        call_quality=quality,
     )
+
+
+def _media(
+    results: list[SourceResult], calls: list[tuple[CallRecord, CallMedia]]
+) -> tuple[list[RtpStream], list[dict[str, Any]], list[Finding]]:
+    """RTP streams of every source, mapped to the calls whose SDP announced them."""
+    streams = [s for r in results for s in r.rtp.finish()]
+    with_rtp = {i for i, r in enumerate(results) if r.rtp.counts["rtp"]}
+    if not streams:
+        return [], [], []
+    from sipflow.rtp.mapping import map_streams
+
+    return map_streams(streams, [c for c, _ in calls], [m for _, m in calls], with_rtp)
 
 
 def _channel_events(results: list[SourceResult]) -> list[ChannelEvent]:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from sipflow.correlate.calls import CallRecord
     from sipflow.ingest.pbxlog.types import ChannelEvent
     from sipflow.report.view import CallView
+    from sipflow.rtp.streams import RtpStream
     from sipflow.sip.transaction import TransactionRecord
 
 SCHEMA_VERSION = 1
@@ -179,6 +180,9 @@ class Trace:
     channel_events: list[ChannelEvent] = field(default_factory=list)
     call_media: list[CallMedia] = field(default_factory=list)
     """SDP negotiation of each call, aligned with ``call_records``."""
+    rtp_stream_list: list[RtpStream] = field(default_factory=list)
+    call_quality: list[dict[str, Any]] = field(default_factory=list)
+    """Media quality per direction of each call (empty when no RTP was seen)."""
     _frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     @property
@@ -214,12 +218,14 @@ class Trace:
             "activity": self.activity.to_list(),
             "findings": [f.to_dict() for f in self.finding_list],
             "channel_events": [event_to_dict(e) for e in self.channel_events],
+            "rtp_streams": [s.to_dict() for s in self.rtp_stream_list],
         }
 
     def _call_dict(self, index: int, call: CallRecord) -> dict[str, Any]:
         out = call_to_dict(call)
         out["channels"] = channel_sequences(self.channel_events, call.call_ids)
         out["media"] = self.call_media[index].to_dict() if self.call_media else None
+        out["quality"] = self.call_quality[index] if self.call_quality else None
         return out
 
     # -- DataFrames (pandas imported on first use) -------------------------------------
@@ -250,6 +256,11 @@ class Trace:
     def dialogs(self) -> pd.DataFrame:
         """One row per dialog (Call-ID, From tag, To tag)."""
         return self._frame("dialogs")
+
+    @property
+    def rtp_streams(self) -> pd.DataFrame:
+        """One row per RTP stream (5-tuple + SSRC), docs/media-quality.md."""
+        return self._frame("rtp_streams")
 
     @property
     def sdp(self) -> pd.DataFrame:

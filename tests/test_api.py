@@ -102,7 +102,7 @@ def test_json_has_the_documented_fields(whole: dict) -> None:
         assert key in whole["sources"][0]
     for key in ("sip_requests", "sip_responses", "retransmissions", "malformed", "transports"):
         assert key in whole["stats"]
-    assert set(whole["calls"][0]) == {*CALL_FIELDS, "channels", "media"}
+    assert set(whole["calls"][0]) == {*CALL_FIELDS, "channels", "media", "quality"}
     documented = (REPO / "docs" / "json.md").read_text()
     for name in CALL_FIELDS:
         assert f'"{name}"' in documented, name
@@ -126,7 +126,8 @@ def test_dataframes() -> None:
     assert list(trace.messages["kind"]).count("request") == 17
     assert set(trace.transactions["method"]) >= {"INVITE", "ACK", "BYE", "CANCEL", "REGISTER"}
     assert len(trace.dialogs) >= 2
-    assert trace.findings.empty
+    # Call 1 sends 10 RFC 4733 packets one way only; call 5 is answered with no RTP at all.
+    assert sorted(trace.findings["code"]) == ["rtp.no_audio", "rtp.one_way_audio"]
 
 
 def test_unreadable_sources_exit_codes(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ back. Requests handlers and B-leg INVITE response handlers are tables.
 from __future__ import annotations
 
 import enum
+import functools
 import heapq
 import random
 from collections.abc import Callable
@@ -31,8 +32,10 @@ from sipflow.sip import auth
 from sipflow.sip.message import SipRequest, SipResponse, parse_message
 from sipflow.sip.transaction import (
     MS,
+    T1,
     LiveTransactions,
     Retransmit,
+    TxEvent,
     TxKey,
     TxTerminated,
     Verdict,
@@ -43,6 +46,7 @@ from sipflow.sip.uri import Uri, parse_uri
 
 MAX_MESSAGE = 65_535  # larger messages are refused (UDP cannot carry them; §18.1.1)
 SECOND = 1000 * MS
+LINGER = 64 * T1  # how long a finished call's dialogs still answer late messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +300,16 @@ class B2BUA:
         while self._later and self._later[0][0] <= now:
             _, _, fn = heapq.heappop(self._later)
             out += fn(now)
+        return out
+
+    def transport_error(self, dst: Endpoint, transport: Transport, now: int) -> list[Action]:
+        """A connection to ``dst`` could not be made or broke: its client transactions end
+        (RFC 3261 §17.1.1.2, §17.1.2.2; §8.1.3.1: treated as a 503 by the TU)."""
+        out: list[Action] = []
+        for key, client in list(self._clients.items()):
+            if client.leg.peer == dst and client.leg.transport is transport:
+                for item in self.txs.transport_error(key, now):
+                    out += self._terminated(item, now)
         return out
 
     def schedule(self, when: int, fn: Callable[[int], list[Action]]) -> None:
@@ -932,6 +946,9 @@ class B2BUA:
             return []
         if client.method == "INVITE" and client.relay is None:
             call = client.leg.call
+            if not call.done and call.answer is None and item.event is TxEvent.TRANSPORT_ERROR:
+                out = self._hangup_leg(client.leg, "NETWORK_OUT_OF_ORDER", now)
+                return out + self._fail_a(call, 503, "Service Unavailable", now)
             if not call.done and call.answer is None:
                 out = self._hangup_leg(client.leg, "RECOVERY_ON_TIMER_EXPIRE", now)
                 return out + self._fail_a(
@@ -974,14 +991,20 @@ class B2BUA:
             call.outcome = _outcome(call.final_code, call.cancelled)
         self.calls.pop(call.uuid, None)
         self.finished.append(call)
+        # late retransmissions (BYE, 2xx, ACK) still find the dialog for 64*T1 (§17.1.1.2)
+        self.schedule(now + LINGER, functools.partial(self._forget, call))
         a = call.a
         return [self._ev(EventKind.CALL_END, a, now, new=call.outcome)] if a is not None else []
 
-    def forget(self, call: Call) -> None:
-        """Drop a finished call's dialog index entries (after its late messages are done)."""
+    def _forget(self, call: Call, now: int) -> list[Action]:
+        """Drop a finished call's dialogs and kept messages; its summary stays in
+        ``finished`` for the truth file (memory per finished call is a few hundred bytes)."""
         for leg in (call.a, call.b):
             if leg is not None:
                 self._legs.pop((leg.call_id, leg.local_tag), None)
+                leg.invite, leg.invite_data, leg.ack_data = None, b"", b""
+        call.b_offer = b""
+        return []
 
     # -- events ----------------------------------------------------------------------------------
 

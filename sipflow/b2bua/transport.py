@@ -43,6 +43,10 @@ class Agent(Protocol):
 
     def next_deadline(self) -> int | None: ...
 
+    def transport_error(
+        self, dst: Endpoint, transport: Transport, now: int
+    ) -> Sequence[Action]: ...
+
 
 def ensure_self_signed(cert: str, key: str, host: str = "127.0.0.1") -> None:
     """Write a self-signed certificate and key (PEM) unless both exist."""
@@ -214,7 +218,8 @@ class Node:
         self.conns: dict[tuple[Transport, Endpoint], _Stream] = {}
         self.connecting: dict[tuple[Transport, Endpoint], list[bytes]] = {}
         self.servers: list[asyncio.AbstractServer] = []
-        self.events: list[CallEvent] = []
+        self.events = 0
+        """Call events seen (written to the log, not kept: memory stays flat under load)."""
         self.counts: dict[str, int] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -267,7 +272,7 @@ class Node:
             if isinstance(a, Send):
                 self._send(a)
             else:
-                self.events.append(a)
+                self.events += 1
                 self.recorder.event(a)
 
     def _send(self, s: Send) -> None:
@@ -303,7 +308,9 @@ class Node:
         except OSError:
             self.counts["connect-failed"] = self.counts.get("connect-failed", 0) + 1
             self.connecting.pop((t, dst), None)
-            return  # the transaction times out (Timer B/F)
+            self._do(self.agent.transport_error(dst, t, time.time_ns()))
+            self.rearm()
+            return
         for data in self.connecting.pop((t, dst), []):
             self.recorder.message(time.time_ns(), conn.local, dst, t, data, True)
             conn.send(data)

@@ -22,6 +22,7 @@ from sipflow.errors import ParseError
 from sipflow.findings import Finding, Ref, Severity
 from sipflow.ingest.capture import read_capture
 from sipflow.ingest.types import Datagram, SourceStats, Transport
+from sipflow.rtp.streams import RtpCollector
 from sipflow.sip.framing import StreamFramer
 from sipflow.sip.message import Origin, ProblemCode, SipMessage, parse_message
 
@@ -42,6 +43,8 @@ class SourceResult:
     channel_events: list[ChannelEvent] = field(default_factory=list)
     log_messages: list[SipMessage] = field(default_factory=list)
     """A log's messages, kept to tie its channels to dialogs (logs are small)."""
+    rtp: RtpCollector = field(default_factory=RtpCollector)
+    """RTP/RTCP statistics of the source, fed column-wise by ingest (RFC 3550)."""
 
 
 # First bytes of the capture formats we read (pcap both resolutions/orders, pcapng, gzip).
@@ -95,7 +98,7 @@ def _parse_log(path: str, source: int, result: SourceResult) -> Iterator[SipMess
 
 def _parse_all(path: str, source: int, result: SourceResult) -> Iterator[SipMessage]:
     framers: dict[int, StreamFramer] = {}
-    for dg in read_capture(path, source, result.stats, result.findings):
+    for dg in read_capture(path, source, result.stats, result.findings, media_sink=result.rtp):
         if dg.transport is Transport.TCP or dg.transport is Transport.TLS:
             framer = framers.get(dg.stream)
             if framer is None:

@@ -143,3 +143,9 @@ def sdp_frame(trace: Trace) -> pd.DataFrame:
 
     rows = [r for i, m in enumerate(trace.call_media) for r in sdp_rows(i, m)]
     return pd.DataFrame(rows, columns=SDP_COLUMNS)
+
+
+def rtp_streams_frame(trace: Trace) -> pd.DataFrame:
+    from sipflow.rtp.mapping import RTP_COLUMNS, rtp_rows
+
+    return pd.DataFrame(rtp_rows(trace.rtp_stream_list), columns=list(RTP_COLUMNS))

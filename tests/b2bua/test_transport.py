@@ -103,3 +103,44 @@ def test_bad_input_does_not_disturb_and_half_open_tcp_is_closed(tmp_path: Path) 
     trace = sipflow.analyze([tmp_path / "t.pcap"], Options(keep_messages=True))
     assert {m.call_id for m in trace.message_list} >= {"good1"}
     assert "send" in (tmp_path / "t.log").read_text()
+
+
+async def _refused(tmp: Path) -> list[bytes]:
+    port, dead = _port(), _port()  # nothing listens on `dead`
+    cfg = parse_config(
+        {
+            "b2bua": {"seed": 2},
+            "listen": [{"transport": "udp", "port": port}, {"transport": "tcp", "port": port}],
+            "route": [
+                {
+                    "match": ".",
+                    "target": f"sip:x@127.0.0.1:{dead};transport=tcp",
+                    "transport": "tcp",
+                }
+            ],
+        }
+    )
+    node = Node(B2BUA(cfg), cfg.listen, Recorder())
+    await node.start()
+    loop = asyncio.get_running_loop()
+    got: list[bytes] = []
+
+    class Client(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            got.append(data)
+
+    udp, _ = await loop.create_datagram_endpoint(Client, remote_addr=("127.0.0.1", port))
+    invite = options("inv1").replace(b"OPTIONS", b"INVITE")
+    udp.sendto(invite)
+    for _ in range(100):
+        if len(got) >= 2:
+            break
+        await asyncio.sleep(0.02)
+    udp.close()
+    await node.stop()
+    return got
+
+
+def test_refused_connection_is_a_transport_error_503(tmp_path: Path) -> None:
+    got = [parse_message(d) for d in asyncio.run(_refused(tmp_path))]
+    assert [m.status for m in got if isinstance(m, SipResponse)] == [100, 503]
