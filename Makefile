@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEB_PKGS := tshark sip-tester kamailio tcpdump chromium chromium-driver
+DEB_PKGS := tshark sip-tester kamailio tcpdump chromium chromium-driver sox
 DEMO_PCAP := samples/pcaps/sipp_uac_uas_udp_mixed.pcap
 
 .PHONY: demo test lint typecheck pytest deb venv bench clean
@@ -29,6 +29,7 @@ deb:
 	command -v tcpdump >/dev/null || missing="$$missing tcpdump"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	command -v sox >/dev/null || missing="$$missing sox"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true; \

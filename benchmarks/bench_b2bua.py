@@ -101,7 +101,11 @@ transport = "{transport}"
         uac_args = ["-r", str(rate), "-m", str(calls), "-d", "1000", f"127.0.0.1:{b2b_port}"]
         t0 = time.monotonic()
         uac = Proc.start("sipp-uac", _sipp("uac", uac_port, wd, uac_args, transport), wd)
-        uac.wait(duration + 60)
+        samples: list[float] = []  # RSS (MB) every 5 s: warm-up of bounded caches vs a leak
+        while uac.popen.poll() is None and time.monotonic() - t0 < duration + 60:
+            time.sleep(5)
+            samples.append(round(_proc_stats(b2bua.popen.pid)[1] / 2**20, 1))
+        uac.wait(5)
         wall = time.monotonic() - t0
         time.sleep(1)
         end_cpu, end_rss = _proc_stats(b2bua.popen.pid)
@@ -136,6 +140,7 @@ transport = "{transport}"
         "rss_start_mb": round(start_rss / 2**20, 1),
         "rss_end_mb": round(end_rss / 2**20, 1),
         "rss_growth_pct": round(100 * (end_rss - start_rss) / start_rss, 1),
+        "rss_every_5s_mb": samples,
     }
 
 

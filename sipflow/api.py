@@ -232,3 +232,23 @@ def convert(sources: Iterable[str | Path], output: str | Path) -> ConvertResult:
         counts["stream_written_as_udp"],
         side,
     )
+
+
+def export_audio(sources: Iterable[str | Path], call_id: str, out_dir: str | Path) -> list[Path]:
+    """One WAV per G.711 stream of the call with ``call_id`` (silence where packets were lost).
+
+    Raises KeyError when no call has that Call-ID.
+    """
+    from sipflow.rtp.audio import export_call_audio
+
+    paths = expand_paths(sources)
+    trace = analyze(paths, Options(keep_messages=False, keep_records=False))
+    index = next((i for i, c in enumerate(trace.call_records) if call_id in c.call_ids), None)
+    if index is None:
+        raise KeyError(call_id)
+    written: list[Path] = []
+    for source, path in enumerate(paths):
+        streams = [s for s in trace.rtp_stream_list if s.call == index and s.source == source]
+        if streams:
+            written += export_call_audio(path, streams, out_dir)
+    return written

@@ -291,6 +291,27 @@ def live(
         raise typer.Exit(2) from None
 
 
+@app.command()
+def audio(
+    files: Annotated[list[str], typer.Argument(help="Captures holding the call's RTP.")],
+    call: Annotated[str, typer.Option("--call", help="Call-ID of the call.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the WAV files.")],
+) -> None:
+    """Write a WAV per direction of a call's G.711 (A-law, mu-law) audio; lost packets are silence."""
+    from sipflow.api import export_audio
+
+    try:
+        written = export_audio(files, call, output)
+    except KeyError:
+        typer.echo(f"sipflow: no call with Call-ID {call}", err=True)
+        raise typer.Exit(2) from None
+    for path in written:
+        typer.echo(str(path))
+    if not written:
+        typer.echo("sipflow: no G.711 RTP stream was mapped to that call", err=True)
+        raise typer.Exit(EXIT_NOTHING_READ)
+
+
 def main() -> None:
     app()
 

@@ -141,3 +141,37 @@ def test_unreadable_sources_exit_codes(tmp_path: Path) -> None:
     )
     assert r.returncode == 4
     assert len(json.loads(r.stdout)["calls"]) == 5
+
+
+def test_audio_export_writes_a_wav_per_direction(tmp_path: Path) -> None:
+    import wave
+
+    capture = (
+        REPO.parent
+        / "shared"
+        / "corpus"
+        / "pcaps"
+        / "voipshark__SIP-RTP-Normal_Call_two_parties.pcap"
+    )
+    if not capture.exists():
+        pytest.skip(f"{capture} is absent (shared corpus not available)")
+    trace = sipflow.analyze([capture])
+    call = trace.call_records[0].call_ids[0]
+    r = subprocess.run(
+        [*SIPFLOW, "audio", str(capture), "--call", call, "-o", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    wavs = sorted(tmp_path.glob("*.wav"))
+    assert [str(p) for p in wavs] == sorted(r.stdout.split())
+    assert len(wavs) == 2
+    streams = {s.ssrc: s for s in trace.rtp_stream_list if s.call == 0}
+    for path in wavs:
+        ssrc = int(path.stem.rsplit("-", 1)[1], 16)
+        with wave.open(str(path)) as w:
+            assert (w.getframerate(), w.getsampwidth(), w.getnchannels()) == (8000, 2, 1)
+            # 20 ms G.711 packets: 160 samples each, lost ones filled with silence
+            assert w.getnframes() == 160 * streams[ssrc].expected
+    r = subprocess.run([*SIPFLOW, "audio", str(capture), "--call", "nope", "-o", str(tmp_path)])
+    assert r.returncode == 2

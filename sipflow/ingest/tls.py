@@ -760,22 +760,23 @@ class TlsDecoder:
             chunk = self._record(d, ctype, frag, frames, ts)
             if chunk is not None:
                 out.append(chunk)
-        del buf[:pos]
-        d.base += pos
-        d.spans = [s for s in d.spans if s[1] > d.base]
+        if pos:
+            del buf[:pos]
+            d.base += pos
+            d.spans = [s for s in d.spans if s[1] > d.base]
         if d.dead:
             d.buf.clear()
         return out
 
     @staticmethod
     def _frames(d: _Dir, start: int, end: int) -> tuple[tuple[int, ...], int]:
-        frames: list[int] = []
+        frames: dict[int, None] = {}
         ts = 0
         for a, b, fr, t in d.spans:
-            if a < end and b > start:
-                for f in fr:
-                    if f not in frames:
-                        frames.append(f)
+            if a >= end:
+                break
+            if b > start:
+                frames.update(dict.fromkeys(fr))
                 ts = t
         return tuple(frames), ts
 
