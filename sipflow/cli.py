@@ -297,7 +297,7 @@ def audio(
     call: Annotated[str, typer.Option("--call", help="Call-ID of the call.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the WAV files.")],
 ) -> None:
-    """Write a WAV per direction of a call's G.711 (A-law, mu-law) audio; lost packets are silence."""
+    """Write a WAV per direction of a call's G.711 (A-law, mu-law) audio; lost packets: silence."""
     from sipflow.api import export_audio
 
     try:
