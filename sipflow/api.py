@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from sipflow.checks.sdp import CallMedia, media_for_call
 from sipflow.correlate.calls import BuilderOutput, CallBuilder, CallRecord
+from sipflow.correlate.facts import LegFacts, facts_of
+from sipflow.correlate.legs import correlate
 from sipflow.engine.local import SourceResult, source_messages
 from sipflow.engine.merge import drop_duplicates, merge_timeline
 from sipflow.errors import InputError
@@ -41,6 +43,13 @@ class Options:
     keep_records: bool = True
     """Keep each call's transactions/dialogs and the non-call transaction records (for the
     ``transactions``/``dialogs`` DataFrames). Off, memory holds only call summaries."""
+    jobs: int = 1
+    """Worker processes for the per-file stage (docs/scale.md): 1 runs in this process,
+    0 uses every core; only used when there are several files."""
+    engine: str = "local"
+    """``local`` (this machine) or ``dask`` (tasks on the cluster at ``scheduler``)."""
+    scheduler: str | None = None
+    """Address of the Dask scheduler for ``engine="dask"`` (``tcp://host:8786``)."""
 
 
 @dataclass
@@ -92,8 +101,14 @@ def analyze(sources: Iterable[str | Path], options: Options | None = None) -> Tr
 def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
     opts = options or Options()
     paths = expand_paths(sources)
-    results = [SourceResult(SourceStats(path=p)) for p in paths]
-    per_source = [_guarded(p, i, r) for i, (p, r) in enumerate(zip(paths, results, strict=True))]
+    if opts.engine != "local" or (opts.jobs != 1 and len(paths) > 1):
+        from sipflow.engine.pool import run_engine
+
+        results, per_source = run_engine(paths, opts.engine, opts.jobs, opts.scheduler)
+    else:
+        results = [SourceResult(SourceStats(path=p)) for p in paths]
+        pairs = enumerate(zip(paths, results, strict=True))
+        per_source = [_guarded(p, i, r) for i, (p, r) in pairs]
 
     def on_duplicate(msg: SipMessage) -> None:
         src = msg.origin.source if msg.origin else 0
@@ -101,7 +116,7 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
 
     counts = _Counts()
     builder = CallBuilder()
-    calls: list[tuple[CallRecord, CallMedia]] = []
+    calls: list[tuple[CallRecord, CallMedia, LegFacts]] = []
     kept: list[SipMessage] = []
     activity = ActivitySummary(keep_records=opts.keep_records)
     findings: list[Finding] = []
@@ -115,6 +130,9 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
     for r in results:
         findings[:0] = r.findings
     events = _channel_events(results)
+    legs = [f for _, _, f in calls]
+    correlation = correlate(legs, events)
+    findings.extend(correlation.findings)
     rtp_streams, quality, media_findings = _media(results, calls)
     findings.extend(media_findings)
     return Trace(
@@ -126,8 +144,10 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
         malformed=sum(r.malformed for r in results),
         start=counts.first_ts,
         end=counts.last_ts,
-        call_records=[c for c, _ in calls],
-        call_media=[m for _, m in calls],
+        call_records=[c for c, _, _ in calls],
+        call_media=[m for _, m, _ in calls],
+        leg_facts=legs,
+        correlation=correlation,
         activity=activity,
         finding_list=findings,
         message_list=kept,
@@ -139,7 +159,7 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
 
 
 def _media(
-    results: list[SourceResult], calls: list[tuple[CallRecord, CallMedia]]
+    results: list[SourceResult], calls: list[tuple[CallRecord, CallMedia, LegFacts]]
 ) -> tuple[list[RtpStream], list[dict[str, Any]], list[Finding]]:
     """RTP streams of every source, mapped to the calls whose SDP announced them."""
     streams = [s for r in results for s in r.rtp.finish()]
@@ -148,7 +168,7 @@ def _media(
         return [], [], []
     from sipflow.rtp.mapping import map_streams
 
-    return map_streams(streams, [c for c, _ in calls], [m for _, m in calls], with_rtp)
+    return map_streams(streams, [c for c, _, _ in calls], [m for _, m, _ in calls], with_rtp)
 
 
 def _channel_events(results: list[SourceResult]) -> list[ChannelEvent]:
@@ -179,7 +199,7 @@ def _guarded(path: str, source: int, result: SourceResult) -> Iterator[SipMessag
 
 def _take(
     out: BuilderOutput,
-    calls: list[tuple[CallRecord, CallMedia]],
+    calls: list[tuple[CallRecord, CallMedia, LegFacts]],
     activity: ActivitySummary,
     findings: list[Finding],
     keep_records: bool,
@@ -189,9 +209,10 @@ def _take(
     for call in out.calls:
         media = media_for_call(call)
         findings.extend(media.findings)
+        facts = facts_of(call, media)  # what leg correlation needs, before the messages go
         if not keep_records:  # the summary only: drop the messages the records hold
             call = replace(call, dialogs=(), transactions=())
-        calls.append((call, media))
+        calls.append((call, media, facts))
     for tx in out.activity:
         activity.add(tx)
     findings.extend(out.findings)

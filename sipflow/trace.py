@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
     from sipflow.checks.sdp import CallMedia
     from sipflow.correlate.calls import CallRecord
+    from sipflow.correlate.facts import LegFacts
+    from sipflow.correlate.legs import Correlation
     from sipflow.ingest.pbxlog.types import ChannelEvent
     from sipflow.report.view import CallView
     from sipflow.rtp.streams import RtpStream
@@ -128,6 +130,19 @@ def channel_sequences(
     return list(out.values())
 
 
+def _leg_summary(d: dict[str, Any]) -> dict[str, Any]:
+    """What each leg of a call story shows of its own call record."""
+    media = d.get("media") or {}
+    return {
+        "start": d["start"],
+        "outcome": d["outcome"],
+        "final_code": d["final_code"],
+        "final_reason": d["final_reason"],
+        "messages": d["messages"],
+        "media": media.get("summary"),
+    }
+
+
 CALL_FIELDS = (
     "call_ids",
     "caller",
@@ -180,6 +195,10 @@ class Trace:
     channel_events: list[ChannelEvent] = field(default_factory=list)
     call_media: list[CallMedia] = field(default_factory=list)
     """SDP negotiation of each call, aligned with ``call_records``."""
+    leg_facts: list[LegFacts] = field(default_factory=list)
+    """What leg correlation used of each call record (aligned with ``call_records``)."""
+    correlation: Correlation | None = None
+    """Call records grouped into call stories (B2BUA legs), with the evidence of each link."""
     rtp_stream_list: list[RtpStream] = field(default_factory=list)
     call_quality: list[dict[str, Any]] = field(default_factory=list)
     """Media quality per direction of each call (empty when no RTP was seen)."""
@@ -214,12 +233,44 @@ class Trace:
             "sipflow": __version__,
             "sources": sources,
             "stats": self.stats(),
-            "calls": [self._call_dict(i, c) for i, c in enumerate(self.call_records)],
+            "calls": self.call_dicts(),
             "activity": self.activity.to_list(),
             "findings": [f.to_dict() for f in self.finding_list],
             "channel_events": [event_to_dict(e) for e in self.channel_events],
             "rtp_streams": [s.to_dict() for s in self.rtp_stream_list],
         }
+
+    def groups(self) -> list[list[int]]:
+        """Call stories as lists of indexes into ``call_records`` (one leg each without
+        correlation)."""
+        if self.correlation is None:
+            return [[i] for i in range(len(self.call_records))]
+        return self.correlation.groups
+
+    def call_dicts(self) -> list[dict[str, Any]]:
+        """One JSON call per call story: the first leg's view (the caller's), every leg's
+        Call-ID in ``call_ids``, message counts over all legs, and ``legs`` with evidence."""
+        out = []
+        for g, members in enumerate(self.groups()):
+            root = self._call_dict(members[0], self.call_records[members[0]])
+            legs = [self._call_dict(i, self.call_records[i]) for i in members]
+            if self.correlation is not None and self.leg_facts:
+                from sipflow.correlate.legs import group_to_dict
+
+                extra = group_to_dict(self.correlation, self.leg_facts, g)
+                root["call_ids"] = extra["call_ids"]
+                for leg, d in zip(extra["legs"], legs, strict=True):
+                    leg.update(_leg_summary(d))
+                root["legs"] = extra["legs"]
+            else:
+                root["legs"] = []
+            if len(members) > 1:
+                root["messages"] = sum(d["messages"] for d in legs)
+                root["retransmissions"] = sum(d["retransmissions"] for d in legs)
+                root["hops"] = list(dict.fromkeys(h for d in legs for h in d["hops"]))
+                root["channels"] = channel_sequences(self.channel_events, tuple(root["call_ids"]))
+            out.append(root)
+        return out
 
     def _call_dict(self, index: int, call: CallRecord) -> dict[str, Any]:
         out = call_to_dict(call)
@@ -261,6 +312,11 @@ class Trace:
     def rtp_streams(self) -> pd.DataFrame:
         """One row per RTP stream (5-tuple + SSRC), docs/media-quality.md."""
         return self._frame("rtp_streams")
+
+    @property
+    def legs(self) -> pd.DataFrame:
+        """One row per leg: its call story, role, hop, linked-to, rule, confidence, evidence."""
+        return self._frame("legs")
 
     @property
     def sdp(self) -> pd.DataFrame:

@@ -102,7 +102,7 @@ def test_json_has_the_documented_fields(whole: dict) -> None:
         assert key in whole["sources"][0]
     for key in ("sip_requests", "sip_responses", "retransmissions", "malformed", "transports"):
         assert key in whole["stats"]
-    assert set(whole["calls"][0]) == {*CALL_FIELDS, "channels", "media", "quality"}
+    assert set(whole["calls"][0]) == {*CALL_FIELDS, "channels", "media", "quality", "legs"}
     documented = (REPO / "docs" / "json.md").read_text()
     for name in CALL_FIELDS:
         assert f'"{name}"' in documented, name

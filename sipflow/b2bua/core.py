@@ -416,7 +416,7 @@ class B2BUA:
         self._clients[key] = client
         if method == "INVITE":
             leg.invite_key, leg.invite_data = key, data
-            leg.invite = msg  # type: ignore[assignment]
+            leg.invite = msg if isinstance(msg, SipRequest) else None
         return self._send(data, leg.peer, leg.transport)
 
     def _reply(
@@ -878,8 +878,10 @@ class B2BUA:
         )
         out.append(self._answer(req, data, resp.status, origin.peer, origin.transport, now))
         if client.method == "INVITE" and 200 <= resp.status < 300:
-            self._a_invites[key_of(req)] = origin  # type: ignore[index]
-            origin.invite_key = key_of(req)  # its ACK ends the 2xx retransmission
+            key = key_of(req)
+            if key is not None:
+                self._a_invites[key] = origin
+                origin.invite_key = key  # its ACK ends the 2xx retransmission
         return out
 
     # -- ends ----------------------------------------------------------------------------------

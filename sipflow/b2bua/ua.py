@@ -32,7 +32,7 @@ from sipflow.errors import ParseError
 from sipflow.ingest.types import Endpoint, Transport
 from sipflow.sip import auth
 from sipflow.sip.message import SipRequest, SipResponse
-from sipflow.sip.transaction import MS, key_of
+from sipflow.sip.transaction import MS, Verdict, key_of
 
 
 def sdp(user: str, ip: str, port: int, direction: str = "sendrecv", crypto: bool = False) -> bytes:
@@ -273,15 +273,15 @@ class Uac(B2BUA):
     def _on_response(self, resp: SipResponse, now: int) -> list[Action]:
         key = key_of(resp)
         client = self._clients.get(key) if key is not None else None
-        if client is not None and client.method == "REINVITE":
-            verdict, _ = self.txs.receive_response(key, resp.status, now)  # type: ignore[arg-type]
-            if resp.status >= 200 and verdict.value == "new":
-                self._clients.pop(key, None)  # type: ignore[arg-type]
-                if resp.status < 300:
-                    return [self._ack_2xx(client.leg, now)]
-                return self._ack_failure(client.leg, resp, now)
-            if 200 <= resp.status < 300 and client.leg.ack_data:
-                leg = client.leg
-                return [Send(leg.ack_data, leg.peer, leg.transport)]
-            return []
-        return super()._on_response(resp, now)
+        if key is None or client is None or client.method != "REINVITE":
+            return super()._on_response(resp, now)
+        verdict, _ = self.txs.receive_response(key, resp.status, now)
+        leg = client.leg
+        if resp.status >= 200 and verdict is Verdict.NEW:
+            self._clients.pop(key, None)
+            if resp.status < 300:
+                return [self._ack_2xx(leg, now)]
+            return self._ack_failure(leg, resp, now)
+        if 200 <= resp.status < 300 and leg.ack_data:  # a re-sent 2xx: ACK again (§13.2.2.4)
+            return [Send(leg.ack_data, leg.peer, leg.transport)]
+        return []

@@ -149,3 +149,11 @@ def rtp_streams_frame(trace: Trace) -> pd.DataFrame:
     from sipflow.rtp.mapping import RTP_COLUMNS, rtp_rows
 
     return pd.DataFrame(rtp_rows(trace.rtp_stream_list), columns=list(RTP_COLUMNS))
+
+
+def legs_frame(trace: Trace) -> pd.DataFrame:
+    from sipflow.correlate.legs import legs_rows
+
+    if trace.correlation is None:
+        return pd.DataFrame()
+    return pd.DataFrame(legs_rows(trace.correlation, trace.leg_facts))

@@ -208,7 +208,7 @@ class Tcpdump:
     def __init__(self, out: Path) -> None:
         assert TCPDUMP is not None
         self.port, self.path = free_port(), out
-        cmd = [TCPDUMP, "-i", "lo", "-U", "--immediate-mode", "-s", "0", "-w", str(out),
+        cmd = [TCPDUMP, "-i", "lo", "-U", "--immediate-mode", "-B", "65536", "-s", "0", "-w", str(out),
                f"tcp port {self.port}"]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         assert self.proc.stderr is not None
@@ -583,7 +583,7 @@ def test_voipshark_rsa_captures_match_tshark(name: str) -> None:
              "-e", "sdp.media_attr"],
             capture_output=True, text=True, timeout=120, check=True,
         )  # fmt: skip
-        shown = {a for line in out.stdout.split() for a in line.split(",")}
+        shown = {a for line in out.stdout.splitlines() for a in line.split(",")}
         shown_crypto = {a for a in shown if a.startswith("crypto:")}
         assert shown_crypto and shown_crypto <= {c[2:].decode() for c in crypto_lines}
 
