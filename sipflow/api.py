@@ -31,6 +31,7 @@ from sipflow.trace import ActivitySummary, Trace
 
 if TYPE_CHECKING:
     from sipflow.ingest.pbxlog import ChannelEvent
+    from sipflow.ingest.tls import TlsKeys
     from sipflow.rtp.streams import RtpStream
 
 
@@ -50,6 +51,10 @@ class Options:
     """``local`` (this machine) or ``dask`` (tasks on the cluster at ``scheduler``)."""
     scheduler: str | None = None
     """Address of the Dask scheduler for ``engine="dask"`` (``tcp://host:8786``)."""
+    tls_keylog: list[str] = field(default_factory=list)
+    """NSS key log files (SSLKEYLOGFILE format) to decrypt SIP over TLS (docs/tls.md)."""
+    tls_keys: list[str] = field(default_factory=list)
+    """PEM/DER RSA server private keys, for TLS <= 1.2 RSA key exchange."""
 
 
 @dataclass
@@ -106,7 +111,8 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
 
         results, per_source = run_engine(paths, opts.engine, opts.jobs, opts.scheduler)
     else:
-        results = [SourceResult(SourceStats(path=p)) for p in paths]
+        keys = _tls_keys(opts)
+        results = [SourceResult(SourceStats(path=p), tls_keys=keys) for p in paths]
         pairs = enumerate(zip(paths, results, strict=True))
         per_source = [_guarded(p, i, r) for i, (p, r) in pairs]
 
@@ -135,6 +141,7 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
     findings.extend(correlation.findings)
     rtp_streams, quality, media_findings = _media(results, calls)
     findings.extend(media_findings)
+    findings[:0] = _keylog_findings(results)
     return Trace(
         sources=[r.stats for r in results],
         counts_requests=dict(counts.requests),
@@ -154,6 +161,7 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
         unreadable=[r.stats.path for r in results if "unreadable" in r.stats.skipped],
         channel_events=events,
         rtp_stream_list=rtp_streams,
+        tls_sessions=[s for r in results for s in r.tls.tls_sessions],
         call_quality=quality,
     )
 
@@ -182,6 +190,25 @@ def _channel_events(results: list[SourceResult]) -> list[ChannelEvent]:
             r.log_messages.clear()
     events.sort(key=lambda e: (e.ts, e.source, e.line))
     return events
+
+
+def _tls_keys(opts: Options) -> TlsKeys | None:
+    """The TLS keys to decrypt with; an unusable key file raises InputError (a usage error)."""
+    if not opts.tls_keylog and not opts.tls_keys:
+        return None
+    from sipflow.ingest.tls import TlsKeys
+
+    return TlsKeys.load(opts.tls_keylog, opts.tls_keys)
+
+
+def _keylog_findings(results: list[SourceResult]) -> list[Finding]:
+    keys = results[0].tls_keys if results else None
+    if keys is None:
+        return []
+    return [
+        Finding("tls.keylog_line", Severity.INFO, f"key log line {line}: {why}")
+        for line, why in keys.keylog.problems
+    ]
 
 
 def _guarded(path: str, source: int, result: SourceResult) -> Iterator[SipMessage]:

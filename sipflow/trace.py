@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from sipflow.correlate.facts import LegFacts
     from sipflow.correlate.legs import Correlation
     from sipflow.ingest.pbxlog.types import ChannelEvent
+    from sipflow.ingest.tls import TlsSessionFacts
     from sipflow.report.view import CallView
     from sipflow.rtp.streams import RtpStream
     from sipflow.sip.transaction import TransactionRecord
@@ -200,6 +201,8 @@ class Trace:
     correlation: Correlation | None = None
     """Call records grouped into call stories (B2BUA legs), with the evidence of each link."""
     rtp_stream_list: list[RtpStream] = field(default_factory=list)
+    tls_sessions: list[TlsSessionFacts] = field(default_factory=list)
+    """Every TLS connection followed: version, suite, SNI, certificate, decrypted or why not."""
     call_quality: list[dict[str, Any]] = field(default_factory=list)
     """Media quality per direction of each call (empty when no RTP was seen)."""
     _frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
@@ -238,6 +241,7 @@ class Trace:
             "findings": [f.to_dict() for f in self.finding_list],
             "channel_events": [event_to_dict(e) for e in self.channel_events],
             "rtp_streams": [s.to_dict() for s in self.rtp_stream_list],
+            "tls_sessions": [s.to_dict() for s in self.tls_sessions],
         }
 
     def groups(self) -> list[list[int]]:

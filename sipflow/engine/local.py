@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from sipflow.errors import ParseError
 from sipflow.findings import Finding, Ref, Severity
 from sipflow.ingest.capture import read_capture
+from sipflow.ingest.tls import TlsKeys, TlsStats
 from sipflow.ingest.types import Datagram, SourceStats, Transport
 from sipflow.rtp.streams import RtpCollector
 from sipflow.sip.framing import StreamFramer
@@ -45,6 +46,10 @@ class SourceResult:
     """A log's messages, kept to tie its channels to dialogs (logs are small)."""
     rtp: RtpCollector = field(default_factory=RtpCollector)
     """RTP/RTCP statistics of the source, fed column-wise by ingest (RFC 3550)."""
+    tls_keys: TlsKeys | None = None
+    """Key logs / RSA keys to decrypt SIP over TLS with (docs/tls.md)."""
+    tls: TlsStats = field(default_factory=TlsStats)
+    """Every TLS connection followed, and what its decryption found."""
 
 
 # First bytes of the capture formats we read (pcap both resolutions/orders, pcapng, gzip).
@@ -98,11 +103,21 @@ def _parse_log(path: str, source: int, result: SourceResult) -> Iterator[SipMess
 
 def _parse_all(path: str, source: int, result: SourceResult) -> Iterator[SipMessage]:
     framers: dict[int, StreamFramer] = {}
-    for dg in read_capture(path, source, result.stats, result.findings, media_sink=result.rtp):
+    transports: dict[int, Transport] = {}
+    for dg in read_capture(
+        path,
+        source,
+        result.stats,
+        result.findings,
+        media_sink=result.rtp,
+        tls=result.tls_keys,
+        tls_stats=result.tls,
+    ):
         if dg.transport is Transport.TCP or dg.transport is Transport.TLS:
             framer = framers.get(dg.stream)
             if framer is None:
                 framer = framers[dg.stream] = StreamFramer()
+                transports[dg.stream] = dg.transport
             for fm in framer.feed(dg):
                 msg = _parse(fm.data, _origin(dg, fm.frames, fm.ts), result)
                 if msg is not None:
@@ -112,15 +127,18 @@ def _parse_all(path: str, source: int, result: SourceResult) -> Iterator[SipMess
             msg = _parse(dg.payload, _origin(dg, dg.frames, dg.ts), result)
             if msg is not None:
                 yield msg
-    yield from _flush_framers(framers, source, result)
+    yield from _flush_framers(framers, transports, source, result)
 
 
 def _flush_framers(
-    framers: dict[int, StreamFramer], source: int, result: SourceResult
+    framers: dict[int, StreamFramer],
+    transports: dict[int, Transport],
+    source: int,
+    result: SourceResult,
 ) -> Iterator[SipMessage]:
-    for framer in framers.values():
+    for stream, framer in framers.items():
         for fm in framer.flush():
-            origin = Origin(source, fm.frames, fm.ts, None, None, Transport.TCP)
+            origin = Origin(source, fm.frames, fm.ts, None, None, transports[stream])
             msg = _parse(fm.data, origin, result)
             if msg is not None:
                 yield msg

@@ -28,20 +28,17 @@ import hmac as std_hmac
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-
-from cryptography import x509
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives import hmac as c_hmac
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+from typing import TYPE_CHECKING
 
 from sipflow.errors import InputError, ParseError
 from sipflow.findings import Finding, Ref, Severity
 from sipflow.ingest.keylog import KeyLog, Label, load_keylog
 from sipflow.ingest.types import Datagram, Endpoint, Transport
+
+if TYPE_CHECKING:  # cryptography is imported where used: ~0.15 s off every start-up
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
+    from cryptography.hazmat.primitives.hashes import HashAlgorithm
 
 __all__ = [
     "AlertFacts",
@@ -191,26 +188,35 @@ SUITES = {s.code: s for s in (_suite(c, n) for c, n in (
     (0xCCAA, "TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256"),
 ))}  # fmt: skip
 
-_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
-    "md5": hashes.MD5, "sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384,
-}  # fmt: skip
+
+def _hash(name: str) -> HashAlgorithm:
+    from cryptography.hazmat.primitives import hashes
+
+    algos: dict[str, Callable[[], HashAlgorithm]] = {
+        "md5": hashes.MD5, "sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384,
+    }  # fmt: skip
+    return algos[name]()
 
 
 # -- key derivation (the constructions; every primitive is cryptography's) ----------------
 
 
 def _hash_len(name: str) -> int:
-    return _HASHES[name]().digest_size
+    return _hash(name).digest_size
 
 
 def _hmac(name: str, key: bytes, data: bytes) -> bytes:
-    h = c_hmac.HMAC(key, _HASHES[name]())
+    from cryptography.hazmat.primitives.hmac import HMAC
+
+    h = HMAC(key, _hash(name))
     h.update(data)
     return h.finalize()
 
 
 def _digest(name: str, data: bytes) -> bytes:
-    h = hashes.Hash(_HASHES[name]())
+    from cryptography.hazmat.primitives.hashes import Hash
+
+    h = Hash(_hash(name))
     h.update(data)
     return h.finalize()
 
@@ -238,7 +244,9 @@ def hkdf_expand_label(name: str, secret: bytes, label: bytes, context: bytes, n:
     """RFC 8446 §7.1: HKDF-Expand(Secret, HkdfLabel(length, "tls13 " + Label, Context))."""
     full = b"tls13 " + label
     info = n.to_bytes(2, "big") + bytes([len(full)]) + full + bytes([len(context)]) + context
-    return HKDFExpand(_HASHES[name](), n, info).derive(secret)
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+    return HKDFExpand(_hash(name), n, info).derive(secret)
 
 
 # -- record protection ----------------------------------------------------------------------
@@ -254,6 +262,8 @@ class _RecordKeys:
         self.suite, self.version, self.iv, self.mac_key, self.key = suite, version, iv, mac_key, key
         self.seq = 0
         self.etm = False  # RFC 7366 encrypt-then-MAC (CBC only)
+        from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
+
         self.aead: AESGCM | AESCCM | ChaCha20Poly1305 | None = None
         if suite.cipher == "GCM":
             self.aead = AESGCM(key)
@@ -263,6 +273,8 @@ class _RecordKeys:
             self.aead = ChaCha20Poly1305(key)
 
     def decrypt(self, ctype: int, frag: bytes) -> tuple[int, bytes]:
+        from cryptography.exceptions import InvalidTag
+
         seq, self.seq = self.seq, self.seq + 1
         try:
             if self.version >= TLS13:
@@ -323,6 +335,8 @@ class _RecordKeys:
             raise ParseError("record", f"CBC record body of {len(body)} bytes")
         if self.version < 0x0302:
             self.iv = body[-16:]
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
         dec = Cipher(algorithms.AES(self.key), modes.CBC(iv)).decryptor()
         plain = dec.update(body) + dec.finalize()
         pad = plain[-1]
@@ -483,6 +497,8 @@ class CertificateFacts:
 
 def certificate_facts(der: bytes) -> tuple[CertificateFacts, object]:
     """Facts and public key of a DER certificate (ValueError when it does not parse)."""
+    from cryptography import x509
+
     cert = x509.load_der_x509_certificate(der)
     facts = CertificateFacts(
         cert.subject.rfc4514_string(),
@@ -516,6 +532,9 @@ class TlsKeys:
 
 
 def _load_rsa(path: str) -> rsa.RSAPrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -1029,6 +1048,8 @@ class TlsDecoder:
         return prf(self.version, self.suite.prf, pre, b"master secret", ch.random + sh.random, 48)
 
     def _rsa_decrypt(self) -> bytes | None:
+        from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
         assert self.premaster_enc is not None
         keys = list(self.keys.rsa_keys)
         if isinstance(self.cert_key, rsa.RSAPublicKey):  # the key that matches the certificate

@@ -55,7 +55,8 @@ TSHARK = shutil.which("tshark")
 def decrypt(path: Path, keys: TlsKeys | None) -> tuple[dict[tuple[str, int], list[bytes]],
                                                         TlsStats, list[Finding]]:  # fmt: skip
     """SIP messages per sending endpoint, framed from the TLS cleartext read_capture gives."""
-    stats, findings, tls = SourceStats(str(path)), [], TlsStats()
+    stats, tls = SourceStats(str(path)), TlsStats()
+    findings: list[Finding] = []
     framers: dict[int, StreamFramer] = {}
     out: dict[tuple[str, int], list[bytes]] = {}
     for dg in read_capture(str(path), 0, stats, findings, tls=keys, tls_stats=tls):
@@ -208,8 +209,8 @@ class Tcpdump:
     def __init__(self, out: Path) -> None:
         assert TCPDUMP is not None
         self.port, self.path = free_port(), out
-        cmd = [TCPDUMP, "-i", "lo", "-U", "--immediate-mode", "-B", "65536", "-s", "0", "-w", str(out),
-               f"tcp port {self.port}"]  # fmt: skip
+        cmd = [TCPDUMP, "-i", "lo", "-U", "--immediate-mode", "-B", "65536", "-s", "0",
+               "-w", str(out), f"tcp port {self.port}"]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         assert self.proc.stderr is not None
         self.ready = self.proc.stderr.readline()  # "listening on lo ..." once it runs
@@ -378,7 +379,7 @@ def test_without_keys_and_with_wrong_keylog(tmp_path: Path, tcpdump: Tcpdump) ->
 
 def tls_streams(pcap: Path, port: int) -> tuple[bytes, bytes]:
     """Client and server TCP byte streams of a clean loopback capture (scapy reads it)."""
-    from scapy.all import TCP, rdpcap
+    from scapy.all import TCP, rdpcap  # type: ignore[attr-defined]
 
     c2s, s2c = b"", b""
     for pkt in rdpcap(str(pcap)):
@@ -449,6 +450,14 @@ def test_decoder_byte_at_a_time_damage_and_truncation(tmp_path: Path, tcpdump: T
     cl, _, findings = feed_all(keys, c2s + b"GARBAGE" * 3, s2c, None)
     assert [f.code for f in findings] == ["tls.bad_record"]
     assert cl == sent["client"]
+    # random damage anywhere in the first 3000 bytes of either direction: never an exception
+    rng = random.Random(11)
+    for _ in range(150):
+        cs, ss = bytearray(c2s), bytearray(s2c)
+        target = rng.choice([cs, ss])
+        for _ in range(rng.randint(1, 4)):
+            target[rng.randrange(min(3000, len(target)))] = rng.randrange(256)
+        feed_all(keys, bytes(cs), bytes(ss), None)
     # every truncation of the handshake: findings or nothing, never an exception
     hs_end = _records_end(s2c, 4)
     for n in range(0, hs_end, 7):
@@ -552,7 +561,8 @@ def test_voipshark_rsa_captures_match_tshark(name: str) -> None:
     if TSHARK is None:
         pytest.skip("tshark not installed")
     path, key = CORPUS / name, CORPUS / "voipshark__default.key"
-    stats, findings, tls = SourceStats(str(path)), [], TlsStats()
+    stats, tls = SourceStats(str(path)), TlsStats()
+    findings: list[Finding] = []
     mine: list[tuple[int, str]] = []
     crypto_lines: list[bytes] = []
     framers: dict[int, StreamFramer] = {}
@@ -597,3 +607,20 @@ def test_mid_session_capture_says_no_handshake() -> None:
     assert [s.not_decrypted for s in tls.tls_sessions] == ["no_handshake", "no_handshake"]
     assert [f.code for f in findings] == ["tls.no_handshake", "tls.no_handshake"]
     assert [s.server.port for s in tls.tls_sessions] == [5061, 5061]
+
+
+def test_plaintext_alert_and_gap_are_findings() -> None:
+    findings: list[Finding] = []
+    a, b = Endpoint("10.0.0.1", 40000), Endpoint("10.0.0.2", 5061)
+    dec = TlsDecoder(TlsKeys(), 0, a, b, findings)
+    dec.feed(b, bytes([21, 3, 3, 0, 2, 2, 40]), (3,), 3)  # fatal handshake_failure
+    assert [(f.code, f.severity.value, [r.frame for r in f.refs]) for f in findings] == [
+        ("tls.alert", "error", [3])
+    ]
+    assert [(x.sender, x.level, x.description) for x in dec.facts().alerts] == [
+        ("server", "fatal", "handshake_failure")
+    ]
+    dec.feed(a, bytes([22, 3, 1, 0]), (4,), 4)  # half a record header, then a hole
+    dec.feed(a, bytes([1, 0, 0, 0]), (6,), 6, gap=True)
+    assert findings[-1].code == "tls.gap" and dec.facts().not_decrypted == "gap"
+    assert dec.feed(a, bytes([22, 3, 1, 0, 0]), (7,), 7) == []  # that direction stays stopped
