@@ -53,6 +53,7 @@ def main() -> int:
     ap.add_argument("--rate", type=int, default=20, help="calls per second")
     ap.add_argument("--hold", type=int, default=1000, help="call length, ms")
     ap.add_argument("--out", type=Path, default=None, help="write the result JSON here")
+    ap.add_argument("--keep", action="store_true", help="keep the capture and call log")
     args = ap.parse_args()
     if shutil.which("sipp") is None:
         print("soak_live: sipp is not installed", file=sys.stderr)
@@ -120,7 +121,10 @@ def main() -> int:
     if args.out:
         args.out.write_text(text + "\n")
     print(text)
-    shutil.rmtree(wd, ignore_errors=True)
+    if args.keep:
+        print(f"kept {wd}", file=sys.stderr)
+    else:
+        shutil.rmtree(wd, ignore_errors=True)
     return 0 if abs(result["rss_growth_pct"]) <= 10 else 1
 
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 import enum
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from sipflow import __version__
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sipflow.api import Options
     from sipflow.trace import Trace
 
 app = typer.Typer(
@@ -33,6 +36,11 @@ class Format(enum.Enum):
     table = "table"
     json = "json"
     csv = "csv"
+
+
+class Engine(enum.Enum):
+    local = "local"
+    dask = "dask"
 
 
 def _version(value: bool) -> None:
@@ -72,6 +80,17 @@ def analyze(
             "--html", help="Also write the self-contained HTML report (ladders, KPIs) here."
         ),
     ] = None,
+    jobs: Annotated[
+        int,
+        typer.Option("--jobs", "-j", help="Worker processes for several files (0: all cores)."),
+    ] = 0,
+    engine: Annotated[
+        Engine, typer.Option("--engine", help="local (this machine) or dask (docs/scale.md).")
+    ] = Engine.local,
+    scheduler: Annotated[
+        str | None,
+        typer.Option("--scheduler", help="Dask scheduler address for --engine dask."),
+    ] = None,
 ) -> None:
     """Rebuild transactions, dialogs and calls; print a summary, the calls and findings.
 
@@ -82,12 +101,19 @@ def analyze(
     from sipflow.report.export import calls_csv, to_json
     from sipflow.report.text import render
 
+    renderers = {Format.table: render, Format.json: to_json, Format.csv: calls_csv}
+    stored = _stored_document(files, html)
+    if stored is not None:  # a store written by ``sipflow index``: no capture is read
+        _emit(renderers[fmt](stored), output)
+        return
     keep = html is not None  # ladders need every message and transaction record
-    trace = run(files, Options(keep_messages=keep, keep_records=keep))
+    opts = Options(keep_messages=keep, keep_records=keep, jobs=jobs)
+    opts.engine, opts.scheduler = engine.value, scheduler
+    trace = _run_engine(run, files, opts)
     if html is not None:
         _write_html(trace, html)
     doc = trace.to_dict()
-    text = {Format.table: render, Format.json: to_json, Format.csv: calls_csv}[fmt](doc)
+    text = renderers[fmt](doc)
     if output is None:
         sys.stdout.write(text)
     else:
@@ -95,6 +121,60 @@ def analyze(
         output.write_text(text, encoding="utf-8")
     for path in trace.unreadable:
         typer.echo(f"sipflow: could not read {path} (see findings)", err=True)
+    if trace.unreadable:
+        code = EXIT_NOTHING_READ if len(trace.unreadable) == len(trace.sources) else EXIT_PARTIAL
+        raise typer.Exit(code)
+
+
+def _stored_document(files: list[str], html: Path | None) -> dict[str, Any] | None:
+    """The analysis a ``sipflow index`` store holds, when ``files`` is one store."""
+    if len(files) != 1 or not Path(files[0]).is_dir():
+        return None
+    from sipflow.store import is_store, read_document
+
+    if not is_store(files[0]):
+        return None
+    if html is not None:
+        typer.echo("sipflow: --html needs the captures, not a store", err=True)
+        raise typer.Exit(2)
+    return read_document(files[0])
+
+
+def _run_engine(run: Callable[..., Trace], files: list[str], opts: Options) -> Trace:
+    """``run`` with a clear message instead of a traceback when the engine cannot start."""
+    from sipflow.engine.dask_engine import EngineError
+
+    try:
+        return run(files, opts)
+    except EngineError as exc:
+        typer.echo(f"sipflow: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def index(
+    files: Annotated[
+        list[str], typer.Argument(help="Captures, logs or directories of them (merged).")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Store directory to write.")],
+    jobs: Annotated[
+        int,
+        typer.Option("--jobs", "-j", help="Worker processes for several files (0: all cores)."),
+    ] = 0,
+) -> None:
+    """Analyse and write a Parquet store (messages ... findings, by day); docs/scale.md."""
+    from sipflow.api import Options
+    from sipflow.api import analyze as run
+    from sipflow.store import StoreError, write_store
+
+    trace = run(files, Options(jobs=jobs))
+    try:
+        rows = write_store(trace, output)
+    except StoreError as exc:
+        typer.echo(f"sipflow: {exc}", err=True)
+        raise typer.Exit(2) from None
+    summary = ", ".join(f"{name} {n}" for name, n in rows.items())
+    typer.echo(f"sipflow: wrote {output}: {summary}", err=True)
     if trace.unreadable:
         code = EXIT_NOTHING_READ if len(trace.unreadable) == len(trace.sources) else EXIT_PARTIAL
         raise typer.Exit(code)

@@ -121,8 +121,8 @@ class Recorder:
     def message(
         self, ts: int, src: Endpoint, dst: Endpoint, t: Transport, data: bytes, out: bool
     ) -> None:
-        if t is Transport.TLS:
-            self.tls_ports.add(src.port if out else dst.port)
+        if t is Transport.TLS:  # both ends: a reader decodes either port as cleartext SIP
+            self.tls_ports.update((src.port, dst.port))
         if self.pcap is not None:
             self.pcap.write(self.records.record(ts, src, dst, t, data))
         if self.log is not None:

@@ -26,8 +26,8 @@ from sipflow.b2bua.core import (
     Leg,
     LegState,
     Send,
-    _Client,
 )
+from sipflow.b2bua.model import _Client
 from sipflow.errors import ParseError
 from sipflow.ingest.types import Endpoint, Transport
 from sipflow.sip import auth

@@ -37,7 +37,7 @@ def _client(scheduler: str | None) -> Any:
         from distributed import Client
     except ImportError as exc:
         raise EngineError("the dask engine needs dask: pip install 'sipflow[dask]'") from exc
-    return Client(scheduler, set_as_default=False)
+    return Client(scheduler, set_as_default=False)  # type: ignore[no-untyped-call]
 
 
 def run_sources_dask(
@@ -56,10 +56,10 @@ def run_sources_dask(
         futures = client.map(run_file, list(paths), range(len(paths)), pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
         outputs: list[FileOutput | None] = [None] * len(paths)
-        for fut in as_completed(futures):
+        for fut in as_completed(futures, loop=client.loop):  # type: ignore[no-untyped-call]
             i = index[fut.key]
-            outputs[i] = _gather(fut, paths[i], i)
-            meter.done(outputs[i].result.stats.frames if outputs[i] else 0)
+            out = outputs[i] = _gather(fut, paths[i], i)
+            meter.done(out.result.stats.frames)
     finally:
         meter.close()
         client.close()

@@ -23,16 +23,122 @@ A worker that dies (killed, out of memory) costs its file, not the run: the file
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 import time
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 from sipflow.engine.local import SourceResult
 from sipflow.findings import Finding, Severity
-from sipflow.ingest.types import SourceStats
-from sipflow.sip.message import SipMessage
+from sipflow.ingest.types import Endpoint, SourceStats, Transport
+from sipflow.sip.message import Origin, SipMessage, parse_message
+
+
+@dataclass(frozen=True)
+class PackedMessages:
+    """Messages as their wire bytes and origins in a few flat columns: cheap to pickle,
+    about the size of the SIP bytes; :meth:`unpack` parses them again (same results:
+    parsing is a pure function of bytes and origin)."""
+
+    source: int
+    blob: bytes
+    """Every message's raw bytes, back to back."""
+    ends: array[int]
+    """End offset of each message in ``blob``."""
+    ts: array[int]
+    frame_ends: array[int]
+    """End offset of each message's frame numbers in ``frames``."""
+    frames: array[int]
+    endpoints: list[tuple[str, int] | None]
+    """Distinct (ip, port) pairs; ``src``/``dst`` index them."""
+    src: array[int]
+    dst: array[int]
+    transport: bytes
+    """Index of each message's transport in ``_TRANSPORTS``."""
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def unpack(self) -> Iterator[SipMessage]:
+        """The messages, parsed again one at a time, in their original order."""
+        eps = [None if e is None else Endpoint(*e) for e in self.endpoints]
+        start = fstart = 0
+        for i, end in enumerate(self.ends):
+            fend = self.frame_ends[i]
+            origin = Origin(
+                self.source,
+                tuple(self.frames[fstart:fend]),
+                self.ts[i],
+                eps[self.src[i]],
+                eps[self.dst[i]],
+                _TRANSPORTS[self.transport[i]],
+            )
+            yield parse_message(self.blob[start:end], origin)
+            start, fstart = end, fend
+
+
+_TRANSPORTS = tuple(Transport)
+_TRANSPORT_INDEX = {t: i for i, t in enumerate(_TRANSPORTS)}
+
+
+def pack_messages(source: int, messages: list[SipMessage]) -> PackedMessages:
+    """The columns of :class:`PackedMessages` for one source's messages."""
+    ends, ts, frame_ends, frames = array("q"), array("q"), array("q"), array("q")
+    src, dst, transport = array("q"), array("q"), bytearray()
+    index: dict[tuple[str, int] | None, int] = {}
+    offset = 0
+    for m in messages:
+        o = m.origin or Origin(source, (), 0)
+        offset += len(m.raw)
+        ends.append(offset)
+        ts.append(o.ts)
+        frames.extend(o.frames)
+        frame_ends.append(len(frames))
+        src.append(index.setdefault(_ep(o.src), len(index)))
+        dst.append(index.setdefault(_ep(o.dst), len(index)))
+        transport.append(_TRANSPORT_INDEX[o.transport])
+    blob = b"".join(m.raw for m in messages)
+    eps = list(index)
+    return PackedMessages(
+        source, blob, ends, ts, frame_ends, frames, eps, src, dst, bytes(transport)
+    )
+
+
+def _ep(ep: Endpoint | None) -> tuple[str, int] | None:
+    return None if ep is None else (ep.ip, ep.port)
+
+
+@dataclass(frozen=True)
+class PickledChunks:
+    """Messages pickled in runs of ``CHUNK``: the parent holds bytes, not objects, until
+    the merge reaches a run (a pickled message is about a third of the object's size)."""
+
+    chunks: list[bytes]
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+    def unpack(self) -> Iterator[SipMessage]:
+        """The messages in order; each run's bytes are dropped once it is unpickled."""
+        chunks = self.chunks
+        chunks.reverse()
+        while chunks:
+            run: list[SipMessage] = pickle.loads(chunks.pop())
+            yield from run
+
+
+CHUNK = 500
+
+
+def pickle_chunks(messages: list[SipMessage]) -> PickledChunks:
+    """The messages as :class:`PickledChunks`."""
+    runs = [messages[i : i + CHUNK] for i in range(0, len(messages), CHUNK)]
+    chunks = [pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL) for r in runs]
+    return PickledChunks(chunks, len(messages))
 
 
 @dataclass(frozen=True)
@@ -41,22 +147,33 @@ class FileOutput:
 
     source: int
     """Index of the source in the analysis (``Origin.source`` of its messages)."""
-    messages: list[SipMessage]
-    """The source's messages in time order (the local stage's order)."""
+    messages: list[SipMessage] | PickledChunks | PackedMessages
+    """The source's messages in time order (the local stage's order): objects
+    (``transfer="parsed"``), objects pickled in runs (``"chunks"``) or bytes packed
+    for a re-parse (``"raw"``)."""
     result: SourceResult
     """Stats, findings, channel events and RTP collector of the source."""
     cpu_s: float
     """CPU seconds the worker spent on the file."""
 
 
-def run_file(path: str, source: int) -> FileOutput:
+TRANSFER = "parsed"
+"""How messages travel from workers (docs/scale.md has the measurement)."""
+
+
+def run_file(path: str, source: int, transfer: str = TRANSFER) -> FileOutput:
     """The per-source stage, run to the end of one file (in a worker process or task)."""
     from sipflow.api import _guarded  # the in-process loop's error handling, shared
 
     started = time.process_time()
     result = SourceResult(SourceStats(path=path))
     messages = list(_guarded(path, source, result))
-    return FileOutput(source, messages, result, time.process_time() - started)
+    sent: list[SipMessage] | PickledChunks | PackedMessages = messages
+    if transfer == "raw":
+        sent = pack_messages(source, messages)
+    elif transfer == "chunks":
+        sent = pickle_chunks(messages)
+    return FileOutput(source, sent, result, time.process_time() - started)
 
 
 def resolve_jobs(jobs: int, files: int) -> int:
@@ -79,7 +196,10 @@ def run_engine(
 
 
 def run_sources(
-    paths: Sequence[str], jobs: int = 0, progress: bool | None = None
+    paths: Sequence[str],
+    jobs: int = 0,
+    progress: bool | None = None,
+    transfer: str | None = None,
 ) -> tuple[list[SourceResult], list[Iterator[SipMessage]]]:
     """Every file's per-source stage on ``jobs`` worker processes (0: all cores).
 
@@ -91,7 +211,8 @@ def run_sources(
     outputs: list[FileOutput | None] = [None] * len(paths)
     meter = Progress.for_stderr(len(paths), progress)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(run_file, p, i) for i, p in enumerate(paths)]
+        how = transfer or TRANSFER
+        futures = [pool.submit(run_file, p, i, how) for i, p in enumerate(paths)]
         for fut in futures:
             fut.add_done_callback(lambda f: meter.done(_frames(f)))
         for i, fut in enumerate(futures):
@@ -129,8 +250,11 @@ def _frames(fut: Future[FileOutput]) -> int:
     return fut.result().result.stats.frames
 
 
-def _drain(messages: list[SipMessage]) -> Iterator[SipMessage]:
+def _drain(messages: list[SipMessage] | PickledChunks | PackedMessages) -> Iterator[SipMessage]:
     """Yield the messages front to back, dropping each list slot as it is consumed."""
+    if not isinstance(messages, list):
+        yield from messages.unpack()
+        return
     messages.reverse()
     pop = messages.pop
     while messages:

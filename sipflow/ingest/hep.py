@@ -220,13 +220,19 @@ def hep_candidates(
 ) -> npt.NDArray[np.bool_]:
     """Vectorised :func:`looks_like_hep` over payloads ``buf[offset:offset+length]``."""
     top = len(buf) - 1
-    b = [buf[np.minimum(offset + k, top)] for k in range(4)]
+    out = np.zeros(len(offset), np.bool_)
+    b0 = buf[np.minimum(offset, top)]
+    sel = np.flatnonzero((b0 == 0x48) | (b0 == 1) | (b0 == 2))  # "H", v1, v2: RTP stops here
+    if len(sel) == 0:
+        return out
+    off, size = offset[sel], length[sel]
+    b = [buf[np.minimum(off + k, top)] for k in range(4)]
     v3 = (b[0] == 0x48) & (b[1] == 0x45) & (b[2] == 0x50) & (b[3] == 0x33)  # "HEP3"
     v2 = ((b[0] == 1) | (b[0] == 2)) & (
         ((b[1] == 16) & (b[2] == AF_INET)) | ((b[1] == 40) & (b[2] == AF_INET6))
     )
-    v2 &= np.isin(b[3], list(_TRANSPORTS)) & (length >= 16)
-    out: npt.NDArray[np.bool_] = (length >= 6) & (v3 | v2)
+    v2 &= np.isin(b[3], list(_TRANSPORTS)) & (size >= 16)
+    out[sel] = (size >= 6) & (v3 | v2)
     return out
 
 

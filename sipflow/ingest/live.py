@@ -67,6 +67,7 @@ NS = 1_000_000_000
 REORDER_NS = 300_000_000  # HEP agents send with some delay; frames from one socket are ordered
 DUPLICATE_WINDOW_NS = 100_000_000  # as sipflow.engine.merge: copies of one packet
 TICK_S = 0.25
+MAX_STREAMS = 10_000  # stream framers held; the oldest is flushed to make room
 SNAPLEN = 262_144
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
@@ -426,6 +427,7 @@ class LiveSession:
         self.pipe = _Pipeline(cast(Capture, None), source, self.src_stats, self.findings)
         self.hep = HepDecapsulator(source, self.src_stats.skipped, self.findings)
         self.framers: dict[int, StreamFramer] = {}
+        self._last_dg: dict[int, Datagram] = {}
         self.builder = CallBuilder()
         self._heap: list[tuple[int, int, SipMessage]] = []
         self._seq = count()
@@ -471,7 +473,10 @@ class LiveSession:
 
         for dg in dgs:
             if dg.transport is Transport.TCP or dg.transport is Transport.TLS:
+                if dg.stream not in self.framers and len(self.framers) >= MAX_STREAMS:
+                    self._flush_stream(next(iter(self.framers)))  # oldest connection
                 framer = self.framers.setdefault(dg.stream, StreamFramer())
+                self._last_dg[dg.stream] = dg  # endpoints for what a flush releases
                 for fm in framer.feed(dg):
                     self._message(_parse(fm.data, _origin(dg, fm.frames, fm.ts), self.result))
                 _drain_framer_problems(framer, self.source, self.result)
@@ -495,13 +500,20 @@ class LiveSession:
 
     def finish(self) -> None:
         """End of input: everything held is released, open calls end as they are."""
-        from sipflow.engine.local import _flush_framers
 
         self._datagrams(self.pipe._flush())
-        for msg in _flush_framers(self.framers, self.source, self.result):
-            self._message(msg)
+        for stream in list(self.framers):
+            self._flush_stream(stream)
         self._release(None)
         self._calls(self.builder.finish())
+
+    def _flush_stream(self, stream: int) -> None:
+        from sipflow.engine.local import _drain_framer_problems, _origin, _parse
+
+        framer, last = self.framers.pop(stream), self._last_dg.pop(stream)
+        for fm in framer.flush():
+            self._message(_parse(fm.data, _origin(last, fm.frames, fm.ts), self.result))
+        _drain_framer_problems(framer, self.source, self.result)
 
     def _release(self, until: int | None) -> None:
         heap = self._heap

@@ -257,7 +257,12 @@ class StreamFramer:
         if m is None:
             self._scan = max(0, len(buf) - 2)
             if len(buf) > self.max_head:
-                self._lose_sync(self._map.first_frames(), "header block without an end")
+                # Skip the start line too, or resync would find it again at once and loop.
+                frames = self._map.first_frames()
+                nl = buf.find(b"\n")
+                self._skip(nl + 1 if nl >= 0 else len(buf), count=True)
+                why = f"header block without an end within {self.max_head} bytes"
+                self._lose_sync(frames, why, line_start=True)
             return None
         head_len = m.end()
         body_len, problem = self._content_length(buf, head_len)

@@ -68,6 +68,9 @@ def test_analyze_finds_the_truths_calls(regen_run: Callable[[str], RegenResult],
         trace = sipflow.analyze([path])
         found = {cid: c for c in trace.call_records for cid in c.call_ids}
         assert set(found) == want, path
+        # the analyser's call stories tie the legs exactly as the truth names them
+        stories = sorted(sorted(c["call_ids"]) for c in trace.to_dict()["calls"])
+        assert stories == sorted(sorted(c["call_ids"]) for c in truth["calls"]), path
         for call in truth["calls"]:
             a = found[call["a_leg"]["call_id"]]
             assert (a.outcome.value, a.final_code) == (outcome, code), (path, call)
@@ -79,6 +82,8 @@ def test_auth407_is_the_seeds_flow(regen_run: Callable[[str], RegenResult]) -> N
     assert truth["tls_cleartext_ports"]
     call = truth["calls"][0]
     assert call["a_leg"]["transport"] == "TCP" and call["b_legs"][0]["transport"] == "TLS"
+    uas_port = int(call["b_legs"][0]["peer"].rsplit(":", 1)[1])
+    assert uas_port in truth["tls_cleartext_ports"]
     assert call["b_legs"][0]["auth_retries"] == 1
     msgs = sipflow.analyze([r.pcap], Options(keep_messages=True)).message_list
     b_id = call["b_legs"][0]["call_id"]

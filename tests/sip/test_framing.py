@@ -172,3 +172,17 @@ def test_byte_frames_multi_frame_runs() -> None:
     assert bf.take(3) == ((2, 3, 4), 30)
     assert bf.take(3) == ((4,), 30)
     assert len(bf) == 0
+
+
+@pytest.mark.timeout(20)
+def test_endless_header_block_is_dropped_not_looped_on() -> None:
+    """A valid start line followed by more than max_head bytes with no empty line: the
+    framer reports it, skips it and finds the next message (it once looped forever)."""
+    e = Endpoint("127.0.0.1", 5060)
+    framer = StreamFramer()
+    junk = b"OPTIONS sip:x@h SIP/2.0\r\nX-Pad: " + b"a" * 70000
+    follow = b"OPTIONS sip:y@h SIP/2.0\r\nCall-ID: 2\r\nContent-Length: 0\r\n\r\n"
+    out = framer.feed(Datagram(e, e, Transport.TCP, junk, (1,), 0))
+    out += framer.feed(Datagram(e, e, Transport.TCP, b"\r\n" + follow, (2,), 1))
+    assert [m.data for m in out if m.complete] == [follow]
+    assert any("without an end" in why for _, why in framer.problems)

@@ -384,7 +384,9 @@ class Engine:
         while k < n and len(out) < MAX_HEAD_LINES:
             raw = lines[k]
             if self._stop(raw):
-                return k, False
+                # FreeSWITCH closes a bodyless message's block without the empty line:
+                # with Content-Length 0 the message is whole (RFC 3261 §20.14).
+                return k, content_length(out) == 0
             text = self.clean(raw, head)
             if not text.strip():
                 return k + 1, True
