@@ -99,7 +99,7 @@ def throughput(files: list[str], runs: int) -> list[dict[str, Any]]:
     cores = os.cpu_count() or 1
     rows = []
     for jobs in sorted({1, 2, cores}):
-        r = median_run(files, jobs, "parsed", runs)
+        r = median_run(files, jobs, "chunks", runs)
         r["jobs"] = jobs
         rows.append(r)
     base = rows[0]["wall_s"]

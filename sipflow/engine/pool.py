@@ -11,10 +11,12 @@ removal of duplicate captures and the CallBuilder run unchanged in the parent. A
 that spans two rotated files is therefore one call, a packet in two overlapping
 captures is counted once, and the result equals the single-process one exactly.
 
-What travels between processes (measured, docs/scale.md): the parsed messages, pickled
-together with the SourceResult (one pickle, so a log's ``log_messages`` stay the same
-objects as its stream). Sending raw bytes and re-parsing in the parent cost the parent
-more CPU than unpickling, and the parent is the serial part.
+What travels between processes (measured by benchmarks/bench_scale.py, docs/scale.md):
+the parsed messages, pickled by the worker in runs of ``CHUNK`` and unpickled by the
+parent only when the merge reaches them, so the parent holds bytes, not objects, for
+files not merged yet; and each source's RTP streams already finished. Sending raw bytes
+and re-parsing them in the parent cost the parent more CPU than unpickling, and the
+parent (merge, CallBuilder, SDP checks) is the serial part.
 
 A worker that dies (killed, out of memory) costs its file, not the run: the file gets an
 ``engine.worker_failed`` Finding and is counted as skipped.
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from sipflow.engine.local import SourceResult
 from sipflow.findings import Finding, Severity
 from sipflow.ingest.types import Endpoint, SourceStats, Transport
+from sipflow.rtp.streams import RtpCollector, RtpStream
 from sipflow.sip.message import Origin, SipMessage, parse_message
 
 
@@ -157,8 +160,26 @@ class FileOutput:
     """CPU seconds the worker spent on the file."""
 
 
-TRANSFER = "parsed"
+TRANSFER = "chunks"
 """How messages travel from workers (docs/scale.md has the measurement)."""
+
+
+class FinishedRtp(RtpCollector):
+    """A source's RTP collector finished in the worker: the parent gets the streams (a
+    few hundred bytes each) instead of the collector's per-stream arrays, and does not
+    spend its serial time on :meth:`RtpCollector.finish`."""
+
+    def __init__(self, done: RtpCollector) -> None:
+        super().__init__()
+        self.counts = done.counts
+        self._streams = done.finish()
+        self._events = {s.id: done.events(s.id) for s in self._streams}
+
+    def finish(self) -> list[RtpStream]:
+        return list(self._streams)
+
+    def events(self, stream_id: int) -> list[tuple[int, int, int, int, int, int, bytes]]:
+        return list(self._events[stream_id])
 
 
 def run_file(path: str, source: int, transfer: str = TRANSFER) -> FileOutput:
@@ -168,6 +189,7 @@ def run_file(path: str, source: int, transfer: str = TRANSFER) -> FileOutput:
     started = time.process_time()
     result = SourceResult(SourceStats(path=path))
     messages = list(_guarded(path, source, result))
+    result.rtp = FinishedRtp(result.rtp)
     sent: list[SipMessage] | PickledChunks | PackedMessages = messages
     if transfer == "raw":
         sent = pack_messages(source, messages)
