@@ -91,6 +91,14 @@ def analyze(
         str | None,
         typer.Option("--scheduler", help="Dask scheduler address for --engine dask."),
     ] = None,
+    tls_keylog: Annotated[
+        list[Path] | None,
+        typer.Option("--tls-keylog", help="NSS key log (SSLKEYLOGFILE) to decrypt SIP over TLS."),
+    ] = None,
+    tls_key: Annotated[
+        list[Path] | None,
+        typer.Option("--tls-key", help="RSA server private key (PEM/DER), TLS <= 1.2 RSA."),
+    ] = None,
 ) -> None:
     """Rebuild transactions, dialogs and calls; print a summary, the calls and findings.
 
@@ -109,6 +117,8 @@ def analyze(
     keep = html is not None  # ladders need every message and transaction record
     opts = Options(keep_messages=keep, keep_records=keep, jobs=jobs)
     opts.engine, opts.scheduler = engine.value, scheduler
+    opts.tls_keylog = [str(p) for p in tls_keylog or ()]
+    opts.tls_keys = [str(p) for p in tls_key or ()]
     trace = _run_engine(run, files, opts)
     if html is not None:
         _write_html(trace, html)
@@ -143,10 +153,11 @@ def _stored_document(files: list[str], html: Path | None) -> dict[str, Any] | No
 def _run_engine(run: Callable[..., Trace], files: list[str], opts: Options) -> Trace:
     """``run`` with a clear message instead of a traceback when the engine cannot start."""
     from sipflow.engine.dask_engine import EngineError
+    from sipflow.errors import InputError
 
     try:
         return run(files, opts)
-    except EngineError as exc:
+    except (EngineError, InputError) as exc:  # a bad engine address or TLS key file
         typer.echo(f"sipflow: {exc}", err=True)
         raise typer.Exit(2) from None
 

@@ -175,3 +175,25 @@ def test_audio_export_writes_a_wav_per_direction(tmp_path: Path) -> None:
             assert w.getnframes() == 160 * streams[ssrc].expected
     r = subprocess.run([*SIPFLOW, "audio", str(capture), "--call", "nope", "-o", str(tmp_path)])
     assert r.returncode == 2
+
+
+def test_tls_key_on_the_command_line(tmp_path: Path) -> None:
+    """voipshark's TLS 1.0 RSA capture with its published key: the SIP inside is analysed;
+    without the key the connection is reported, not silently dropped."""
+    pcaps = REPO.parent / "shared" / "corpus" / "pcaps"
+    capture = pcaps / "voipshark__SIP-over-TLS-RTP-Normal_Call_two_parties.pcap"
+    if not capture.exists():
+        pytest.skip(f"{capture} is absent (shared corpus not available)")
+    key = pcaps / "voipshark__default.key"
+    args = [*SIPFLOW, "analyze", str(capture), "-f", "json"]
+    with_key = json.loads(
+        subprocess.run([*args, "--tls-key", str(key)], capture_output=True, check=True).stdout
+    )
+    assert with_key["stats"]["transports"] == {"TLS": 48}
+    assert [c["outcome"] for c in with_key["calls"]] == ["answered"]
+    assert all(s["decrypted"] for s in with_key["tls_sessions"] if s["carries_sip"])
+    without = json.loads(subprocess.run(args, capture_output=True, check=True).stdout)
+    assert without["stats"]["sip_messages"] == 0
+    assert {f["code"] for f in without["findings"]} & {"tls.no_key"}
+    bad = subprocess.run([*args, "--tls-key", str(tmp_path / "missing.key")], capture_output=True)
+    assert bad.returncode == 2 and b"Traceback" not in bad.stderr
