@@ -29,7 +29,7 @@ import pickle
 import sys
 import time
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -137,11 +137,22 @@ class PickledChunks:
 CHUNK = 500
 
 
-def pickle_chunks(messages: list[SipMessage]) -> PickledChunks:
-    """The messages as :class:`PickledChunks`."""
-    runs = [messages[i : i + CHUNK] for i in range(0, len(messages), CHUNK)]
-    chunks = [pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL) for r in runs]
-    return PickledChunks(chunks, len(messages))
+def pickle_chunks(messages: Iterable[SipMessage]) -> PickledChunks:
+    """The messages as :class:`PickledChunks`, pickled as they come (a worker holds the
+    bytes of its file's messages, not the objects)."""
+    chunks: list[bytes] = []
+    run: list[SipMessage] = []
+    count = 0
+    for msg in messages:
+        run.append(msg)
+        if len(run) == CHUNK:
+            chunks.append(pickle.dumps(run, protocol=pickle.HIGHEST_PROTOCOL))
+            count += len(run)
+            run = []
+    if run:
+        chunks.append(pickle.dumps(run, protocol=pickle.HIGHEST_PROTOCOL))
+        count += len(run)
+    return PickledChunks(chunks, count)
 
 
 @dataclass(frozen=True)
@@ -188,13 +199,13 @@ def run_file(path: str, source: int, transfer: str = TRANSFER) -> FileOutput:
 
     started = time.process_time()
     result = SourceResult(SourceStats(path=path))
-    messages = list(_guarded(path, source, result))
+    sent: list[SipMessage] | PickledChunks | PackedMessages
+    if transfer == "chunks":
+        sent = pickle_chunks(_guarded(path, source, result))
+    else:
+        messages = list(_guarded(path, source, result))
+        sent = pack_messages(source, messages) if transfer == "raw" else messages
     result.rtp = FinishedRtp(result.rtp)
-    sent: list[SipMessage] | PickledChunks | PackedMessages = messages
-    if transfer == "raw":
-        sent = pack_messages(source, messages)
-    elif transfer == "chunks":
-        sent = pickle_chunks(messages)
     return FileOutput(source, sent, result, time.process_time() - started)
 
 

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from sipflow.sip.message import SipMessage, SipRequest
-from sipflow.trace import call_to_dict
 
 if TYPE_CHECKING:
     from sipflow.sip.transaction import TransactionRecord
@@ -60,11 +59,13 @@ def messages_frame(trace: Trace) -> pd.DataFrame:
 
 
 def calls_frame(trace: Trace) -> pd.DataFrame:
+    """One row per call story, as JSON ``calls[]`` (legs of one call through B2BUAs grouped;
+    ``legs`` and ``media`` keep their nested form; ``trace.legs`` has one row per leg)."""
     rows = []
-    for call in trace.call_records:
-        row = call_to_dict(call)
+    for row in trace.call_dicts():
         for name in ("start", "answer", "end"):
-            row[name] = _utc(getattr(call, name))
+            value = row[name]
+            row[name] = None if value is None else pd.Timestamp(value, unit="s", tz="UTC")
         row["call_id"] = row["call_ids"][0] if row["call_ids"] else None
         rows.append(row)
     return pd.DataFrame(rows)
