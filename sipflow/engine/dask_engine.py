@@ -37,7 +37,7 @@ def _client(scheduler: str | None) -> Any:
         from distributed import Client
     except ImportError as exc:
         raise EngineError("the dask engine needs dask: pip install 'sipflow[dask]'") from exc
-    return Client(scheduler, set_as_default=False)  # type: ignore[no-untyped-call]
+    return Client(scheduler, set_as_default=False)  # type: ignore[no-untyped-call,unused-ignore]
 
 
 def run_sources_dask(
@@ -56,7 +56,7 @@ def run_sources_dask(
         futures = client.map(run_file, list(paths), range(len(paths)), pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
         outputs: list[FileOutput | None] = [None] * len(paths)
-        for fut in as_completed(futures, loop=client.loop):  # type: ignore[no-untyped-call]
+        for fut in as_completed(futures, loop=client.loop):  # type: ignore[no-untyped-call,unused-ignore]
             i = index[fut.key]
             out = outputs[i] = _gather(fut, paths[i], i)
             meter.done(out.result.stats.frames)

@@ -21,7 +21,19 @@ def _utc(ns: int | None) -> pd.Timestamp | None:
     return None if ns is None else pd.Timestamp(ns, unit="ns", tz="UTC")
 
 
+def _text(value: Any) -> Any:
+    """Header text keeps undecodable bytes as surrogates (lossless parsing); pandas/Arrow
+    strings must be valid UTF-8, so show such bytes as ``\\xNN``."""
+    if isinstance(value, str) and not value.isascii():
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return value
+
+
 def _message_row(m: SipMessage) -> dict[str, Any]:
+    return {k: _text(v) for k, v in _message_fields(m).items()}
+
+
+def _message_fields(m: SipMessage) -> dict[str, Any]:
     o = m.origin
     cseq = m.cseq
     via = m.top_via

@@ -79,8 +79,14 @@ def _announced(calls: list[CallRecord], media: list[CallMedia]) -> AddrTable:
 
 
 def _pick(cands: list[Announced], st: RtpStream) -> Announced | None:
+    """The call whose window holds the stream's start. Ports are reused call after call
+    (SIPp, most PBXs): prefer the latest call that had already started (its INVITE before
+    the first packet), and only then one that starts within the slack after it."""
     live = [a for a in cands if a.start <= st.start <= a.end]
-    return live[-1] if live else None
+    begun = [a for a in live if a.start + SLACK <= st.start]
+    if begun:
+        return max(begun, key=lambda a: a.start)
+    return min(live, key=lambda a: a.start) if live else None
 
 
 def _codec(line: MediaLine, st: RtpStream) -> tuple[str | None, int | None, float | None]:

@@ -7,7 +7,7 @@ pandas, DuckDB and Dask read them directly and a query for one day opens one dir
     messages      one row per SIP message (trace.messages columns + ``raw`` bytes)
     transactions  one row per transaction (trace.transactions)
     dialogs       one row per dialog (trace.dialogs)
-    calls         one row per call (trace.calls columns)
+    calls         one row per call (trace.calls columns; nested ones as JSON text)
     streams       one row per RTP stream (trace.rtp_streams columns)
     findings      one row per Finding (trace.findings columns)
 
@@ -77,6 +77,10 @@ def write_store(trace: Trace, out: str | Path) -> dict[str, int]:
     Returns the rows written per table. An existing store there is replaced; a
     non-empty directory that is not a store is left alone (StoreError).
     """
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError as exc:
+        raise StoreError("the store needs pyarrow: pip install 'sipflow[parquet]'") from exc
     root = _prepare(Path(out))
     doc = trace.to_dict()
     rows: dict[str, int] = {}
@@ -104,9 +108,9 @@ def _table(trace: Trace, doc: dict[str, Any], table: str) -> pa.Table:
     import pyarrow as pa
 
     frame_name, time_col = _FRAMES[table]
-    df: pd.DataFrame = getattr(trace, frame_name).copy()
+    df = _frame(trace, frame_name)
     default_day = day_of(trace.start)
-    if time_col is None:
+    if time_col is None or time_col not in df.columns:
         days = [default_day] * len(df)
     else:
         days = [_day_of_value(v, default_day) for v in df[time_col].tolist()]
@@ -119,7 +123,48 @@ def _table(trace: Trace, doc: dict[str, Any], table: str) -> pa.Table:
     if table == "messages":
         df["raw"] = [m.raw for m in trace.message_list]
     df["day"] = days if len(days) == len(df) else [default_day] * len(df)
-    return pa.Table.from_pandas(df, preserve_index=False)
+    for col in df.columns:
+        if df[col].dtype == object and df[col].map(_nested).any():
+            df[col] = [None if v is None else json.dumps(v) for v in df[col].tolist()]
+    try:
+        return pa.Table.from_pandas(df, preserve_index=False)
+    except UnicodeEncodeError:  # text decoded with surrogateescape from non-UTF-8 bytes
+        for col in df.columns:
+            if df[col].dtype == object or str(df[col].dtype) == "str":
+                df[col] = [_utf8(v) for v in df[col].tolist()]
+        return pa.Table.from_pandas(df, preserve_index=False)
+
+
+def _utf8(value: Any) -> Any:
+    """Text Parquet can hold: undecodable bytes as ``\\xNN`` (``raw``/``json`` keep them)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return value
+
+
+def _nested(value: Any) -> bool:
+    """A dict, or a list holding dicts: stored as JSON text (Parquet structs need a fixed,
+    non-empty set of fields; these vary from row to row)."""
+    if isinstance(value, dict):
+        return True
+    return isinstance(value, list | tuple) and any(isinstance(v, dict | list) for v in value)
+
+
+def _frame(trace: Trace, name: str) -> pd.DataFrame:
+    """The Trace's DataFrame; for messages whose text is not UTF-8 (pandas' pyarrow strings
+    refuse it), the same rows with the undecodable bytes escaped."""
+    try:
+        frame: pd.DataFrame = getattr(trace, name)
+        return frame.copy()
+    except UnicodeEncodeError:
+        if name != "messages":
+            raise
+    import pandas as pd
+
+    from sipflow.report import frames
+
+    rows = [{k: _utf8(v) for k, v in frames._message_row(m).items()} for m in trace.message_list]
+    return pd.DataFrame(rows, columns=frames._MESSAGE_COLUMNS)
 
 
 def _doc_items(doc: dict[str, Any], table: str) -> list[Any] | None:
@@ -141,7 +186,9 @@ def _day_of_value(value: Any, default: str) -> str:
 def _write_table(path: Path, table: pa.Table) -> int:
     import pyarrow.parquet as pq
 
-    pq.write_to_dataset(table, str(path), partition_cols=["day"])
+    path.mkdir(parents=True)  # an empty table is an empty directory
+    if table.num_rows:
+        pq.write_to_dataset(table, str(path), partition_cols=["day"])
     return int(table.num_rows)
 
 
@@ -176,7 +223,7 @@ def _rows(store: str | Path, table: str) -> list[Any]:
     import pyarrow.dataset as ds
 
     path = Path(store) / table
-    if not path.is_dir():
+    if not any(path.rglob("*.parquet")):  # an empty table
         return []
     data = ds.dataset(str(path), format="parquet", partitioning="hive")
     cols = data.to_table(columns=["seq", "json"]).to_pydict()

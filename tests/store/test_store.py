@@ -7,7 +7,6 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pyarrow.dataset as ds
 import pytest
 from engine.test_pool import SAMPLE, rotate
 from peers.sipflow_cli import sipflow_executable
@@ -16,6 +15,8 @@ from sipflow.api import Options, analyze
 from sipflow.store import TABLES, StoreError, is_store, read_document, read_table, write_store
 from sipflow.store.parquet import day_of
 from sipflow.trace import Trace
+
+ds = pytest.importorskip("pyarrow.dataset", reason="pyarrow is not installed (sipflow[parquet])")
 
 FRAMES = {
     "messages": "messages",
@@ -50,15 +51,26 @@ def test_round_trip_equals_direct_analysis(trace: Trace, tmp_path: Path) -> None
         )
 
 
-def test_corpus_capture_round_trip(shared_dir: Path, tmp_path: Path) -> None:
-    """A capture with TCP, RTP/RTCP and parse problems (findings with frames)."""
-    capture = shared_dir / "corpus" / "pcaps" / "heplify__sip_ipv4_tcp.pcap"
+@pytest.mark.parametrize(
+    "name",
+    [
+        "heplify__sip_ipv4_tcp.pcap",  # TCP, RTP/RTCP
+        "goffinet__REGISTER-Request.pcap",  # no call: empty tables
+        "goffinet__sip-2phones-B2BUA-Asterisk.pcapng",  # B2BUA legs, re-INVITEs
+        "goffinet__private-test-sip.pcapng",  # fragments, 483 loop, many findings
+        "heplify__erspan_sip_ipv4_udp.pcapng",  # bytes that are not UTF-8 in headers
+    ],
+)
+def test_corpus_capture_round_trip(shared_dir: Path, tmp_path: Path, name: str) -> None:
+    capture = shared_dir / "corpus" / "pcaps" / name
     if not capture.is_file():
         pytest.skip(f"{capture} is absent")
     direct = analyze([str(capture)], Options())
-    write_store(direct, tmp_path / "s")
+    rows = write_store(direct, tmp_path / "s")
     assert read_document(tmp_path / "s") == direct.to_dict()
-    assert read_table(tmp_path / "s", "streams").num_rows == len(direct.rtp_stream_list) > 0
+    assert rows["streams"] == len(direct.rtp_stream_list)
+    assert rows["calls"] == len(direct.to_dict()["calls"])
+    assert read_table(tmp_path / "s", "messages").num_rows == direct.sip_messages
 
 
 def test_partitioned_by_day_and_read_by_pandas(trace: Trace, tmp_path: Path) -> None:
