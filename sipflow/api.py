@@ -159,7 +159,7 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
         finding_list=findings,
         message_list=kept,
         unreadable=[r.stats.path for r in results if "unreadable" in r.stats.skipped],
-        channel_events=events,
+        channel_event_list=events,
         rtp_stream_list=rtp_streams,
         tls_sessions=[s for r in results for s in r.tls.tls_sessions],
         call_quality=quality,

@@ -193,7 +193,7 @@ class Trace:
     finding_list: list[Finding]
     message_list: list[SipMessage] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
-    channel_events: list[ChannelEvent] = field(default_factory=list)
+    channel_event_list: list[ChannelEvent] = field(default_factory=list)
     call_media: list[CallMedia] = field(default_factory=list)
     """SDP negotiation of each call, aligned with ``call_records``."""
     leg_facts: list[LegFacts] = field(default_factory=list)
@@ -239,7 +239,7 @@ class Trace:
             "calls": self.call_dicts(),
             "activity": self.activity.to_list(),
             "findings": [f.to_dict() for f in self.finding_list],
-            "channel_events": [event_to_dict(e) for e in self.channel_events],
+            "channel_events": [event_to_dict(e) for e in self.channel_event_list],
             "rtp_streams": [s.to_dict() for s in self.rtp_stream_list],
             "tls_sessions": [s.to_dict() for s in self.tls_sessions],
         }
@@ -272,13 +272,15 @@ class Trace:
                 root["messages"] = sum(d["messages"] for d in legs)
                 root["retransmissions"] = sum(d["retransmissions"] for d in legs)
                 root["hops"] = list(dict.fromkeys(h for d in legs for h in d["hops"]))
-                root["channels"] = channel_sequences(self.channel_events, tuple(root["call_ids"]))
+                root["channels"] = channel_sequences(
+                    self.channel_event_list, tuple(root["call_ids"])
+                )
             out.append(root)
         return out
 
     def _call_dict(self, index: int, call: CallRecord) -> dict[str, Any]:
         out = call_to_dict(call)
-        out["channels"] = channel_sequences(self.channel_events, call.call_ids)
+        out["channels"] = channel_sequences(self.channel_event_list, call.call_ids)
         out["media"] = self.call_media[index].to_dict() if self.call_media else None
         out["quality"] = self.call_quality[index] if self.call_quality else None
         return out
@@ -316,6 +318,11 @@ class Trace:
     def rtp_streams(self) -> pd.DataFrame:
         """One row per RTP stream (5-tuple + SSRC), docs/media-quality.md."""
         return self._frame("rtp_streams")
+
+    @property
+    def channel_events(self) -> pd.DataFrame:
+        """One row per PBX channel event from logs (docs/json.md ``channel_events``)."""
+        return self._frame("channel_events")
 
     @property
     def legs(self) -> pd.DataFrame:

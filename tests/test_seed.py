@@ -85,3 +85,16 @@ def test_placeholders_do_not_count_as_malformed(doc: dict) -> None:
     assert doc["stats"]["malformed"] == 0
     edited = [f for f in doc["findings"] if "placeholder addresses" in f["message"]]
     assert edited and all(f["severity"] == "info" for f in edited)
+
+
+def test_channel_events_dataframe() -> None:
+    import sipflow
+
+    trace = sipflow.analyze([SEED])
+    df = trace.channel_events
+    assert len(df) == len(trace.channel_event_list) > 0
+    assert {"state_change", "callstate_change", "dialplan"} <= set(df["kind"])
+    assert set(df["uuid"].dropna()) >= {
+        "a8a2003f-5755-40fe-ab63-aab2f5264886",
+        "cc1ae238-9efd-4f51-93e9-05abd48bea4d",
+    }

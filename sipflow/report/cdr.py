@@ -150,7 +150,7 @@ def cdr_row(trace: Trace, index: int) -> dict[str, Any]:
     q850, sip = _reasons(msgs)
     stat, lost, jitter = _rtp_stat(msgs)
     codec, summary, srtp, suite = _media(media)
-    legs, _ = linked_call_ids(trace.channel_events, call.call_ids)
+    legs, _ = linked_call_ids(trace.channel_event_list, call.call_ids)
     n_findings = len(call.findings) + (len(media.findings) if media else 0)
     return {
         "index": index,

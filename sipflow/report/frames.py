@@ -170,3 +170,17 @@ def legs_frame(trace: Trace) -> pd.DataFrame:
     if trace.correlation is None:
         return pd.DataFrame()
     return pd.DataFrame(legs_rows(trace.correlation, trace.leg_facts))
+
+
+def channel_events_frame(trace: Trace) -> pd.DataFrame:
+    from sipflow.trace import event_to_dict
+
+    rows = []
+    for e in trace.channel_event_list:
+        row = event_to_dict(e)
+        row["ts"] = _utc(e.ts)
+        ref = row.pop("ref")
+        row["source"], row["line"] = ref["source"], ref["line"]
+        rows.append(row)
+    columns = ["ts", "channel", "uuid", "kind", "old", "new", "call_id", "peer", "link"]
+    return pd.DataFrame(rows, columns=[*columns, "source", "line"])

@@ -158,7 +158,7 @@ class TraceIndex:
         self.findings = _findings_by_frame(trace)
         self.sdp = _sdp_by_frame(trace)
         self.events: dict[str, list[ChannelEvent]] = {}
-        for e in trace.channel_events:
+        for e in trace.channel_event_list:
             if e.call_id:
                 self.events.setdefault(e.call_id, []).append(e)
         self.calls_by_id: dict[str, list[int]] = {}
@@ -214,7 +214,7 @@ def build_ladder(trace: Trace, call: int, index: TraceIndex | None = None) -> La
     """The ladder of ``trace.call_records[call]`` and the legs tied to it."""
     idx = index or TraceIndex(trace)
     record = trace.call_records[call]
-    call_ids, evidence = linked_call_ids(trace.channel_events, record.call_ids)
+    call_ids, evidence = linked_call_ids(trace.channel_event_list, record.call_ids)
     skipped: Counter[str] = Counter()
     msgs = _leg_messages(idx, record, call_ids, skipped)
     rtx = retransmission_ids(tx for c in _leg_calls(idx, record, call_ids) for tx in c.transactions)

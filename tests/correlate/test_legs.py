@@ -48,7 +48,7 @@ SESSION = f"Session-ID: {UUID};remote={NULL}"
 def _facts(path: Path | str) -> tuple[list[LegFacts], Correlation]:
     t = analyze([path], Options(keep_messages=False))
     legs = [facts_of(c, m) for c, m in zip(t.call_records, t.call_media, strict=True)]
-    return legs, correlate(legs, t.channel_events)
+    return legs, correlate(legs, t.channel_event_list)
 
 
 def _group_ids(corr: Correlation, legs: list[LegFacts]) -> list[set[str]]:
