@@ -256,8 +256,8 @@ class Trace:
         Call-ID in ``call_ids``, message counts over all legs, and ``legs`` with evidence."""
         out = []
         for g, members in enumerate(self.groups()):
-            root = self._call_dict(members[0], self.call_records[members[0]])
             legs = [self._call_dict(i, self.call_records[i]) for i in members]
+            root = dict(legs[0])  # the first leg's own view, built once
             if self.correlation is not None and self.leg_facts:
                 from sipflow.correlate.legs import group_to_dict
 
