@@ -95,7 +95,7 @@ def _parse_log(path: str, source: int, result: SourceResult) -> Iterator[SipMess
             result.channel_events.append(item)
             continue
         _learn_placeholders(item.origin, placeholders)
-        msg = _parse(item.data, item.origin, result, placeholders)
+        msg = parse_payload(item.data, item.origin, result, placeholders)
         if msg is not None:
             result.log_messages.append(msg)
             yield msg
@@ -119,12 +119,12 @@ def _parse_all(path: str, source: int, result: SourceResult) -> Iterator[SipMess
                 framer = framers[dg.stream] = StreamFramer()
                 transports[dg.stream] = dg.transport
             for fm in framer.feed(dg):
-                msg = _parse(fm.data, _origin(dg, fm.frames, fm.ts), result)
+                msg = parse_payload(fm.data, origin_of(dg, fm.frames, fm.ts), result)
                 if msg is not None:
                     yield msg
-            _drain_framer_problems(framer, source, result)
+            drain_framer_problems(framer, source, result)
         else:
-            msg = _parse(dg.payload, _origin(dg, dg.frames, dg.ts), result)
+            msg = parse_payload(dg.payload, origin_of(dg, dg.frames, dg.ts), result)
             if msg is not None:
                 yield msg
     yield from _flush_framers(framers, transports, source, result)
@@ -139,13 +139,13 @@ def _flush_framers(
     for stream, framer in framers.items():
         for fm in framer.flush():
             origin = Origin(source, fm.frames, fm.ts, None, None, transports[stream])
-            msg = _parse(fm.data, origin, result)
+            msg = parse_payload(fm.data, origin, result)
             if msg is not None:
                 yield msg
-        _drain_framer_problems(framer, source, result)
+        drain_framer_problems(framer, source, result)
 
 
-def _drain_framer_problems(framer: StreamFramer, source: int, result: SourceResult) -> None:
+def drain_framer_problems(framer: StreamFramer, source: int, result: SourceResult) -> None:
     for frames, text in framer.problems:
         result.findings.append(
             Finding(
@@ -159,7 +159,7 @@ def _drain_framer_problems(framer: StreamFramer, source: int, result: SourceResu
     framer.problems.clear()
 
 
-def _origin(dg: Datagram, frames: tuple[int, ...], ts: int) -> Origin:
+def origin_of(dg: Datagram, frames: tuple[int, ...], ts: int) -> Origin:
     return Origin(dg.source, frames, ts, dg.src, dg.dst, dg.transport)
 
 
@@ -182,9 +182,11 @@ _EDIT_PROBLEMS = frozenset(
 )
 
 
-def _parse(
+def parse_payload(
     data: bytes, origin: Origin, result: SourceResult, placeholders: set[str] | None = None
 ) -> SipMessage | None:
+    """One payload parsed into a SipMessage, its problems filed as Findings on ``result``
+    (shared with the live session, which frames packets the same way)."""
     refs = tuple(Ref(origin.source, f) for f in origin.frames)
     try:
         msg = parse_message(data, origin)

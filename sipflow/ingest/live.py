@@ -469,7 +469,7 @@ class LiveSession:
             self.now = ts
 
     def _datagrams(self, dgs: Iterable[Datagram]) -> None:
-        from sipflow.engine.local import _drain_framer_problems, _origin, _parse
+        from sipflow.engine.local import drain_framer_problems, origin_of, parse_payload
 
         for dg in dgs:
             if dg.transport is Transport.TCP or dg.transport is Transport.TLS:
@@ -478,10 +478,14 @@ class LiveSession:
                 framer = self.framers.setdefault(dg.stream, StreamFramer())
                 self._last_dg[dg.stream] = dg  # endpoints for what a flush releases
                 for fm in framer.feed(dg):
-                    self._message(_parse(fm.data, _origin(dg, fm.frames, fm.ts), self.result))
-                _drain_framer_problems(framer, self.source, self.result)
+                    self._message(
+                        parse_payload(fm.data, origin_of(dg, fm.frames, fm.ts), self.result)
+                    )
+                drain_framer_problems(framer, self.source, self.result)
             else:
-                self._message(_parse(dg.payload, _origin(dg, dg.frames, dg.ts), self.result))
+                self._message(
+                    parse_payload(dg.payload, origin_of(dg, dg.frames, dg.ts), self.result)
+                )
 
     def _message(self, msg: SipMessage | None) -> None:
         if msg is not None:
@@ -508,12 +512,12 @@ class LiveSession:
         self._calls(self.builder.finish())
 
     def _flush_stream(self, stream: int) -> None:
-        from sipflow.engine.local import _drain_framer_problems, _origin, _parse
+        from sipflow.engine.local import drain_framer_problems, origin_of, parse_payload
 
         framer, last = self.framers.pop(stream), self._last_dg.pop(stream)
         for fm in framer.flush():
-            self._message(_parse(fm.data, _origin(last, fm.frames, fm.ts), self.result))
-        _drain_framer_problems(framer, self.source, self.result)
+            self._message(parse_payload(fm.data, origin_of(last, fm.frames, fm.ts), self.result))
+        drain_framer_problems(framer, self.source, self.result)
 
     def _release(self, until: int | None) -> None:
         heap = self._heap
