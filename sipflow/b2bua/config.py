@@ -86,6 +86,8 @@ class Config:
     seed: int | None = None
     """Seed of tags/Call-IDs (tests); None: random."""
     extra: dict[str, Any] = field(default_factory=dict)
+    keylog: str | None = None
+    """NSS key log the TLS contexts append their secrets to (docs/tls.md)."""
 
     def listener(self, transport: Transport) -> Listen | None:
         return next((x for x in self.listen if x.transport is transport), None)
@@ -167,6 +169,7 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> Config:
         pcap=path("pcap"),
         log=path("log"),
         truth=path("truth"),
+        keylog=path("keylog"),
         seed=top.get("seed"),
     )
 

@@ -6,9 +6,12 @@ connections opened on demand and reused for the same peer (RFC 3261 §18.1.1, §
 Stream bytes are cut into messages by :class:`~sipflow.sip.framing.StreamFramer`.
 Every message in or out goes to the agent or the wire and, when the node records, to the
 pcap (real timestamps, the socket addresses; TLS legs as their cleartext SIP over TCP
-on the same ports) and to the FreeSWITCH-style log. After each event the node asks the
-agent for its next deadline and arms one ``loop.call_at``. A stream connection that
-has not completed a message within ``tcp_idle_timeout_s`` is closed (half-open).
+on the same ports) and to the FreeSWITCH-style log. Given a key log path, every TLS
+context (listeners and outgoing) appends its secrets there in the NSS key log format
+(``SSLContext.keylog_filename``), so a real capture of the wire decrypts (docs/tls.md).
+After each event the node asks the agent for its next deadline and arms one
+``loop.call_at``. A stream connection that has not completed a message within
+``tcp_idle_timeout_s`` is closed (half-open).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import functools
+import os
 import ssl
 import time
 from collections.abc import Sequence
@@ -85,35 +89,42 @@ def ensure_self_signed(cert: str, key: str, host: str = "127.0.0.1") -> None:
     )
 
 
-def _server_ssl(listen: Listen) -> ssl.SSLContext:
+def _server_ssl(listen: Listen, keylog: str | None = None) -> ssl.SSLContext:
     if listen.cert is None or listen.key is None:
         raise ValueError("a TLS listener needs cert and key")
     if listen.self_signed:
         ensure_self_signed(listen.cert, listen.key, listen.host)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(listen.cert, listen.key)
+    if keylog:
+        ctx.keylog_filename = keylog  # NSS key log lines, appended as handshakes happen
     return ctx
 
 
-def _client_ssl() -> ssl.SSLContext:
+def _client_ssl(keylog: str | None = None) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE  # lab peers use self-signed pairs
+    if keylog:
+        ctx.keylog_filename = keylog
     return ctx
 
 
 @dataclass
 class Recorder:
-    """Where a node writes what it saw: pcap, FreeSWITCH-style log."""
+    """Where a node writes what it saw: pcap, FreeSWITCH-style log, TLS key log."""
 
     pcap: IO[bytes] | None = None
     log: IO[str] | None = None
     records: PcapRecords = field(default_factory=PcapRecords)
     tls_ports: set[int] = field(default_factory=set)
+    keylog: str | None = None
+    """NSS key log path for the node's TLS contexts (Python/OpenSSL append to it)."""
 
     @classmethod
-    def open(cls, pcap: str | None, log: str | None) -> Recorder:
+    def open(cls, pcap: str | None, log: str | None, keylog: str | None = None) -> Recorder:
         rec = cls(open(pcap, "wb") if pcap else None, open(log, "w") if log else None)  # noqa: SIM115
+        rec.keylog = keylog  # opened by each TLS context (OpenSSL appends)
         if rec.pcap is not None:
             rec.pcap.write(PcapRecords.header())
         return rec
@@ -223,6 +234,7 @@ class Node:
         self.counts: dict[str, int] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._client_ctx: ssl.SSLContext | None = None
 
     async def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
@@ -234,7 +246,8 @@ class Node:
                 )
                 self.udp[ep] = proto
             else:
-                ctx = _server_ssl(lst) if lst.transport is Transport.TLS else None
+                tls = lst.transport is Transport.TLS
+                ctx = _server_ssl(lst, self.recorder.keylog) if tls else None
                 kind = lst.transport
                 server = await loop.create_server(
                     functools.partial(_Stream, self, kind), lst.host, lst.port, ssl=ctx
@@ -300,7 +313,11 @@ class Node:
 
     async def _connect(self, t: Transport, dst: Endpoint) -> None:
         assert self._loop is not None
-        ctx = _client_ssl() if t is Transport.TLS else None
+        ctx = None
+        if t is Transport.TLS:
+            if self._client_ctx is None:  # one context, one key log handle
+                self._client_ctx = _client_ssl(self.recorder.keylog)
+            ctx = self._client_ctx
         try:
             _, conn = await self._loop.create_connection(
                 functools.partial(_Stream, self, t), dst.ip, dst.port, ssl=ctx
@@ -342,23 +359,28 @@ class Node:
 
 
 async def serve(config: Config, stop: asyncio.Event, agent: Agent | None = None) -> Node:
-    """Run the B2BUA of ``config`` until ``stop`` is set; write pcap, log and truth."""
+    """Run the B2BUA of ``config`` until ``stop`` is set; write pcap, log, key log, truth.
+
+    The key log is ``config.keylog``, else the ``SSLKEYLOGFILE`` environment variable."""
     from sipflow.b2bua import truth
     from sipflow.b2bua.core import B2BUA
 
     core = agent if agent is not None else B2BUA(config)
-    node = Node(
-        core, config.listen, Recorder.open(config.pcap, config.log), config.tcp_idle_timeout_s
-    )
+    stream = None
+    if config.truth and isinstance(core, B2BUA):  # ended calls go to the file, not to memory
+        stream = truth.TruthStream(config.truth)
+        core.on_finished = stream.add
+    keylog = config.keylog or os.environ.get("SSLKEYLOGFILE") or None
+    recorder = Recorder.open(config.pcap, config.log, keylog)
+    node = Node(core, config.listen, recorder, config.tcp_idle_timeout_s)
     await node.start()
     try:
         await stop.wait()
     finally:
         await node.stop()
         node.recorder.close()
-        if config.truth and isinstance(core, B2BUA):
-            calls = core.finished + list(core.calls.values())
-            Path(config.truth).write_text(truth.dumps(calls, sorted(node.recorder.tls_ports)))
+        if stream is not None and isinstance(core, B2BUA):
+            stream.close(core.finished + list(core.calls.values()), sorted(node.recorder.tls_ports))
     return node
 
 
