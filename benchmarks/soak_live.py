@@ -105,6 +105,10 @@ def main() -> int:
         err.close()
     after_1min = next((r for t, r in samples if t >= 60), samples[-1][1])
     end = samples[-1][1]
+    by_minute: dict[int, int] = {}  # the first sample at or after each whole minute
+    for t, r in samples:
+        by_minute.setdefault(int(t // 60), r)
+    by_minute.pop(0, None)
     calls = sum(1 for line in (wd / "calls.jsonl").read_bytes().splitlines() if line.strip())
     result = {
         "minutes": args.minutes,
@@ -114,6 +118,7 @@ def main() -> int:
         "rss_kib_after_1min": after_1min,
         "rss_kib_end": end,
         "rss_growth_pct": round(100.0 * (end - after_1min) / after_1min, 2),
+        "rss_kib_by_minute": by_minute,
         "rss_samples": samples,
         "live_summary": (wd / "live.err").read_text().strip().splitlines()[-4:],
     }

@@ -1,5 +1,6 @@
-"""``sipflow live``: the session core on real captures, the HEP collector, clear errors,
-live capture on lo during a SIPp run, and Kamailio siptrace sending HEP (loopback only;
+"""``sipflow live``: the session core on real captures and under a steady load (what it
+holds stays bounded), the HEP collector, clear errors, live capture on lo during a SIPp
+run and during a reference-B2BUA regen, and Kamailio siptrace sending HEP (loopback only;
 every process has a deadline and is stopped in teardown)."""
 
 from __future__ import annotations
@@ -21,16 +22,18 @@ from peers.harness import Proc, Scenario, capture, run_scenario, wait_for
 from peers.sipflow_cli import CORPUS, sipflow_executable
 
 from sipflow.api import Options, analyze
+from sipflow.engine.live import LiveSession
 from sipflow.ingest.hep import encode_hep2, encode_hep3
 from sipflow.ingest.live import (
+    LINKTYPE_ETHERNET,
     LINKTYPE_RAW,
     LiveError,
-    LiveSession,
     PcapWriter,
     parse_listen,
     parse_size,
 )
 from sipflow.ingest.pcap import open_capture
+from sipflow.ingest.pcapwrite import _tcp, _udp
 from sipflow.ingest.types import Endpoint, Transport
 from sipflow.trace import CALL_FIELDS, call_to_dict
 
@@ -150,6 +153,150 @@ def test_session_memory_is_released_on_a_long_capture() -> None:
     assert sorted(map(_key, live)) == sorted(map(_key, _analyzed(path)))
     assert session.builder.open_calls() == 0 and len(session.done) <= 50
     assert len(session._recent) < 1000 and not session._heap
+
+
+# A steady call load made here, so a long run costs seconds: SIPp's built-in uac/uas flow
+# (INVITE, 100, 180, 200, ACK, BYE after the hold, 200), every call with its own Call-ID,
+# tags and branches, as Ethernet frames on the wire at the times they would be captured.
+NS = 1_000_000_000
+MS = 1_000_000
+ETH = b"\0" * 12 + b"\x08\x00"
+UAS = Endpoint("127.0.0.1", 5060)
+
+
+def _sipp_call(n: int, at: int, transport: Transport) -> list[tuple[int, bool, bytes]]:
+    """(time, sent by the caller, message) of one call; the callee answers at once."""
+    uac = f"127.0.0.1:{20000 + n}"
+    head = f"From: <sip:{n}@127.0.0.1>;tag={n}a\r\nCall-ID: {n}-soak@127.0.0.1\r\n"
+    to, tt = "To: <sip:service@127.0.0.1:5060>", f";tag={n}b"
+
+    def req(method: str, cseq: int, branch: str, tag: str = "") -> bytes:
+        return (
+            f"{method} sip:service@127.0.0.1:5060 SIP/2.0\r\n"
+            f"Via: SIP/2.0/{transport.value} {uac};branch=z9hG4bK{n}{branch}\r\n{head}"
+            f"{to}{tag}\r\nCSeq: {cseq} {method}\r\nContact: <sip:{n}@{uac}>\r\n"
+            f"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+
+    def resp(status: str, method: str, cseq: int, branch: str, tag: str = tt) -> bytes:
+        return (
+            f"SIP/2.0 {status}\r\nVia: SIP/2.0/{transport.value} {uac};branch=z9hG4bK{n}{branch}"
+            f"\r\n{head}{to}{tag}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+
+    return [
+        (at, True, req("INVITE", 1, "i")),
+        (at + 1 * MS, False, resp("100 Trying", "INVITE", 1, "i", "")),
+        (at + 2 * MS, False, resp("180 Ringing", "INVITE", 1, "i")),
+        (at + 3 * MS, False, resp("200 OK", "INVITE", 1, "i")),
+        (at + 4 * MS, True, req("ACK", 1, "a", tt)),
+        (at + 1000 * MS, True, req("BYE", 2, "b", tt)),
+        (at + 1001 * MS, False, resp("200 OK", "BYE", 2, "b")),
+    ]
+
+
+class _Load:
+    """Feeds ``_sipp_call`` calls to a session, ticking every 250 ms as ``run_live`` does;
+    each TCP call has its own connection (a new caller port), never closed."""
+
+    def __init__(self, transport: Transport, retain: int = 50) -> None:
+        self.transport = transport
+        self.calls: list[dict[str, Any]] = []
+        self.session = LiveSession(lambda call, _f: self.calls.append(call), retain)
+        self.now = 1_700_000_000 * NS
+        self.pending: list[tuple[int, int, bool, bytes]] = []
+        self.seq: dict[tuple[int, bool], int] = {}
+
+    def frame(self, n: int, up: bool, payload: bytes) -> bytes:
+        uac = Endpoint("127.0.0.1", 20000 + n)
+        src, dst = (uac, UAS) if up else (UAS, uac)
+        if self.transport is Transport.UDP:
+            return ETH + _udp(src, dst, payload)
+        seq = self.seq.get((n, up), 1000)
+        self.seq[(n, up)] = seq + len(payload)
+        return ETH + _tcp(src, dst, seq, 0, payload)
+
+    def run(self, calls: range, gap: int, until: int) -> Iterator[int]:
+        """Start ``calls`` every ``gap`` ns; yield the time every 10 s until ``until`` ns."""
+        start, tick = self.now, 0
+        for n in calls:
+            self.pending += [
+                (t, n, up, m)
+                for t, up, m in _sipp_call(n, start + (n - calls[0]) * gap, self.transport)
+            ]
+        self.pending.sort(key=lambda p: p[0])
+        i = 0
+        while self.now < start + until:
+            while i < len(self.pending) and self.pending[i][0] <= self.now:
+                t, n, up, m = self.pending[i]
+                self.session.feed_frame(LINKTYPE_ETHERNET, self.frame(n, up, m), t)
+                i += 1
+            self.session.tick(self.now)
+            if tick % 40 == 0:
+                yield self.now - start
+            tick += 1
+            self.now += NS // 4
+        self.pending = self.pending[i:]
+
+
+def test_session_holds_open_calls_only_under_a_steady_load() -> None:
+    """2,000 calls at 20 calls/s over UDP (100 s): the transaction timer heap, the call
+    table, the re-order and duplicate windows hold what is open, not what went by. Without
+    pruning, Timer C (3 min) entries of INVITEs long answered pile up in the timer heap."""
+    load = _Load(Transport.UDP)
+    s = load.session
+    tracker = s.builder._tracker
+    for _ in load.run(range(2000), NS // 20, 140 * NS):
+        assert tracker.held_timers() <= 2 * tracker.open_count() + 64
+        assert len(s.rows) == s.builder.open_calls() <= 20 * 40  # ~32 s of calls (Timer K, M)
+        assert len(s._recent) <= 64 and len(s._heap) <= 64 and len(s.done) <= 50
+        assert len(s.findings) <= 1000
+    assert len(load.calls) == 2000 - s.builder.open_calls()
+    s.finish()
+    assert len(load.calls) == 2000 and {c["outcome"] for c in load.calls} == {"answered"}
+    assert s.rows == {} and tracker.open_count() == 0 and tracker.held_timers() == 0
+
+
+def test_session_releases_framers_of_idle_tcp_connections() -> None:
+    """800 calls over TCP, one a second, each on its own connection that never closes: the
+    stream framers of connections idle longer than the TCP reassembler keeps them are
+    flushed, so at most the last 10 minutes' connections (two directions each) are held."""
+    load = _Load(Transport.TCP)
+    s = load.session
+    idle = s.pipe.tcp.idle_timeout_ns
+    most = 0
+    for _ in load.run(range(800), NS, 800 * NS):
+        assert len(s.framers) <= 2 * (idle // NS + 2)
+        most = max(most, len(s.framers))
+    assert most > 2 * (idle // NS) - 10  # the window was reached: framers were pruned
+    list(load.run(range(0), NS, idle + 5 * NS))  # the wire goes quiet
+    assert s.framers == {} and s._last_dg == {} and s.rows == {}
+    assert len(load.calls) == 800 and {c["outcome"] for c in load.calls} == {"answered"}
+
+
+def test_retain_keeps_that_many_finished_rows() -> None:
+    """``--retain 3``: the table keeps the three calls that finished last."""
+    load = _Load(Transport.UDP, retain=3)
+    list(load.run(range(20), NS // 10, 60 * NS))
+    assert len(load.calls) == 20
+    last = [c["call_ids"][0] for c in load.calls[-3:]]
+    assert [r.call_id for r in load.session.done] == last
+    assert {r.outcome for r in load.session.done} == {"answered"}
+
+
+def test_an_invite_no_call_can_start_from_leaves_no_row() -> None:
+    """An INVITE without Via cannot join a transaction (sip.unmatchable): the builder
+    starts no call, so the table must not hold a row for it forever."""
+    got: list[dict[str, Any]] = []
+    s = LiveSession(lambda call, _f: got.append(call))
+    t = 1_700_000_000 * NS
+    invite = _sipp_call(1, t, Transport.UDP)[0][2]
+    bad = invite.replace(b"Via: SIP/2.0/UDP 127.0.0.1:20001;branch=z9hG4bK1i\r\n", b"")
+    assert b"Via" not in bad
+    s.feed_frame(LINKTYPE_ETHERNET, ETH + _udp(Endpoint("127.0.0.1", 20001), UAS, bad), t)
+    s.tick(t + NS)
+    assert s.stats.messages == 1 and s.rows == {} and s.builder.open_calls() == 0
+    assert "sip.unmatchable" in {f.code for f in s.findings}
 
 
 # ------------------------------------------------------------------------ processes
@@ -333,6 +480,38 @@ def test_live_capture_during_sipp_run(
     assert sorted(map(_key, calls)) == sorted(map(_key, written)) == sorted(map(_key, tcpdump))
     outcomes = {c["outcome"] for c in calls}
     assert outcomes == {"answered", "rejected", "cancelled"}
+
+
+@pytest.mark.peers
+def test_live_capture_during_b2bua_regen(
+    tmp_path: Path, live_proc: list[Live], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Live on lo while the reference B2BUA re-enacts mixed traffic (`sipflow regen
+    traffic`: answered, busy, not found, cancelled while ringing; caller and callee legs):
+    the calls it prints are those `sipflow analyze` finds in the file it wrote, in the
+    B2BUA's own pcap of the run and in tcpdump's capture of the same run."""
+    _need_peers("tcpdump")
+    from sipflow.b2bua import scenarios
+
+    ports = harness.allocate_ports()  # the run's UAS, B2BUA, B2BUA TLS and UAC ports
+    handed = iter(ports)
+    monkeypatch.setattr(scenarios, "_free_port", lambda *_a: next(handed))
+    bpf = " or ".join(f"port {p}" for p in ports)
+    out = tmp_path / "live.pcap"
+    live = Live(["-i", "lo", "-f", bpf, "--write", str(out)], tmp_path)
+    live_proc.append(live)
+    dump = tmp_path / "tcpdump.pcap"
+    with capture("tcpdump-lo", dump, bpf, tmp_path):
+        result = scenarios.regen("traffic", tmp_path / "regen.pcap", seed=5, calls=16, rate=10)
+    time.sleep(0.5)
+    calls = live.stop()
+    assert result.calls == 16 and sum(result.outcomes.values()) == 16, result.outcomes
+    regen_pcap = _analyzed(result.pcap)
+    assert len(regen_pcap) == 2 * result.calls  # one per leg (its own Call-ID)
+    assert sorted(map(_key, calls)) == sorted(map(_key, _analyzed(out)))
+    assert sorted(map(_key, calls)) == sorted(map(_key, regen_pcap))
+    assert sorted(map(_key, calls)) == sorted(map(_key, _analyzed(dump)))
+    assert len({c["outcome"] for c in calls}) >= 3  # the traffic mix, not only answers
 
 
 HEP_CFG = """loadmodule "siptrace.so"

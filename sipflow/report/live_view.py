@@ -1,6 +1,6 @@
 """What ``sipflow live`` shows: a live call table, plain lines, or JSON lines.
 
-How this works: :mod:`sipflow.ingest.live` calls a view with each finished call (the
+How this works: :mod:`sipflow.engine.live` calls a view with each finished call (the
 ``analyze --format json`` call dict plus its findings), ``update`` on every tick, and
 ``close`` with the closing summary lines. :class:`RichView` keeps a ``rich`` Live table of
 open and recently finished calls on a terminal and prints each finished call above it;
@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from rich.live import Live
     from rich.table import Table
 
+    from sipflow.engine.live import CallRow, LiveSession
     from sipflow.findings import Finding
-    from sipflow.ingest.live import CallRow, LiveSession
 
 __all__ = ["JsonLinesView", "PlainView", "RichView", "call_line", "make_view"]
 

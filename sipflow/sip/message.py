@@ -437,6 +437,10 @@ def _check_length(
 
 _Found = tuple[tuple[ProblemCode, str], ...]
 _CACHE = 8192
+_PER_CALL = 2048
+"""Caches of values new in every call (Call-ID, From/To with tags, Via with branch): they
+hit only within a call, so the calls open at once are what they must hold; larger, they
+only keep finished calls alive (a live soak's RSS grew with them, docs/live.md)."""
 
 
 def _validate(msg: SipMessage, problems: _Problems) -> None:
@@ -563,7 +567,7 @@ def _max_forwards_ok(value: str) -> bool:
     return bool(g.digits.fullmatch(value)) and int(value) <= 255
 
 
-@lru_cache(maxsize=_CACHE)
+@lru_cache(maxsize=_PER_CALL)
 def _call_id_ok(value: str) -> bool:
     return bool(g.call_id.fullmatch(value))
 
@@ -603,7 +607,7 @@ def _parse_cseq(value: str) -> tuple[CSeq | None, str]:
     return CSeq(seq, m.group(2)), ""
 
 
-@lru_cache(maxsize=_CACHE)
+@lru_cache(maxsize=_PER_CALL)
 def _name_addr(value: str) -> tuple[NameAddr | None, str]:
     try:
         parsed = parse_name_addr(value)
@@ -612,7 +616,7 @@ def _name_addr(value: str) -> tuple[NameAddr | None, str]:
     return parsed, "; ".join(parsed.issues)
 
 
-@lru_cache(maxsize=_CACHE)
+@lru_cache(maxsize=_PER_CALL)
 def _vias(value: str) -> tuple[tuple[Via, ...], _Found]:
     """The via-parms of one Via header line and the problems found in them."""
     out: list[Via] = []
@@ -629,7 +633,7 @@ def _vias(value: str) -> tuple[tuple[Via, ...], _Found]:
     return tuple(out), tuple(notes)
 
 
-@lru_cache(maxsize=_CACHE)
+@lru_cache(maxsize=_PER_CALL)
 def _contacts(value: str) -> tuple[tuple[NameAddr, ...], _Found]:
     """The contact-params of one Contact header line (``*`` excluded) and their problems."""
     out: list[NameAddr] = []

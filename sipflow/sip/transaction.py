@@ -14,7 +14,11 @@ computed from the ``now`` passed in: a transaction still Calling/Trying at Timer
 response on the wire) are in ``OBSERVED``, kept apart so ``TRANSITIONS`` stays §17.
 Anything else is an illegal transition: it is recorded as a Finding, never raised, and the
 state does not change. :class:`TransactionTracker` is sans-IO: ``feed(msg, now)`` and
-``expire(now)`` return values; nothing here reads a clock.
+``expire(now)`` return values; nothing here reads a clock. Timers sit in one heap; an
+entry whose transaction moved to another state or ended is stale and skipped when popped,
+and stale entries are dropped in bulk once they outnumber the live ones
+(:func:`compact_timers`), so the heap is bounded by the open transactions, not by the
+message rate times the longest timer (Timer C: 3 min).
 
 A live user agent (the B2BUA) runs the same ``TRANSITIONS`` in :class:`LiveTransactions`,
 as client or server: it keeps the bytes it last sent per transaction and returns
@@ -27,8 +31,9 @@ from __future__ import annotations
 
 import enum
 import heapq
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from sipflow.findings import Finding, Ref, Severity
 from sipflow.ingest.types import Endpoint, Transport
@@ -203,6 +208,24 @@ TIMEOUTS: dict[tuple[TxKind, TxState], tuple[TxEvent, int, int]] = {
 _FROM_START = frozenset({_E.TIMER_B, _E.TIMER_F})
 # Timers that end a transaction with no final response: the request timed out.
 _TIMEOUT_EVENTS = frozenset({_E.TIMER_B, _E.TIMER_C, _E.TIMER_F})
+
+
+COMPACT_SLACK = 64
+"""Stale timer entries tolerated beyond the live ones before the heap is rebuilt."""
+
+_Entry = TypeVar("_Entry", bound=tuple[Any, ...])
+
+
+def compact_timers(heap: list[_Entry], live: Callable[[_Entry], bool], bound: int) -> None:
+    """Drop stale entries from a timer heap (in place) once it holds more than
+    ``2 * bound + COMPACT_SLACK`` entries, ``bound`` being how many can be live.
+
+    Each rebuild removes more than ``bound + COMPACT_SLACK`` entries, each pushed once, so
+    the cost is amortised O(1) per push; called after every push and release, the heap never
+    holds more than ``2 * bound + COMPACT_SLACK`` entries."""
+    if len(heap) > 2 * bound + COMPACT_SLACK:
+        heap[:] = [e for e in heap if live(e)]
+        heapq.heapify(heap)
 
 
 def step(kind: TxKind, state: TxState, event: TxEvent, observer: bool = True) -> TxState | None:
@@ -483,6 +506,10 @@ class TransactionTracker:
     def open_count(self) -> int:
         return len(self._open)
 
+    def held_timers(self) -> int:
+        """Timer entries held, live or stale (at most ``2 * open_count() + COMPACT_SLACK``)."""
+        return len(self._timers)
+
     def stats(self) -> TrackerStats:
         return TrackerStats(
             self.orphan_responses, self.unmatchable, self.illegal_transitions, len(self._open)
@@ -637,6 +664,7 @@ class TransactionTracker:
         deadline = base + (reliable if tx.reliable else unreliable)
         self._seq += 1
         heapq.heappush(self._timers, (deadline, self._seq, tx.key, tx.generation))
+        compact_timers(self._timers, self._live, len(self._open))  # one live entry per tx
 
     def _live(self, entry: tuple[int, int, TxKey, int]) -> bool:
         tx = self._open.get(entry[2])
@@ -660,6 +688,7 @@ class TransactionTracker:
 
     def _release(self, tx: _Tx, why: str) -> TransactionRecord:
         self._open.pop(tx.key, None)
+        compact_timers(self._timers, self._live, len(self._open))
         return _record(tx, why)
 
 
@@ -941,6 +970,7 @@ class LiveTransactions(Generic[D]):
             self._arm_retransmit(tx, now)
         if nxt is _S.TERMINATED:
             self._txs.pop(tx.key, None)
+            self._compact()
         return True
 
     def _arm_timeout(self, tx: _Live[D], now: int) -> None:
@@ -970,6 +1000,15 @@ class LiveTransactions(Generic[D]):
     def _push(self, deadline: int, tx: _Live[D], is_rtx: bool) -> None:
         self._seq += 1
         heapq.heappush(self._timers, (deadline, self._seq, tx.key, tx.generation, is_rtx))
+        self._compact()
+
+    def _compact(self) -> None:
+        # live entries: a state's timeout and its retransmission timer, two per transaction
+        compact_timers(self._timers, self._timer_live, 2 * len(self._txs))
+
+    def held_timers(self) -> int:
+        """Timer entries held, live or stale (bounded by the open transactions)."""
+        return len(self._timers)
 
     def _timer_live(self, entry: tuple[int, int, TxKey, int, bool]) -> bool:
         tx = self._txs.get(entry[2])

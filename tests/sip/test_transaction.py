@@ -11,6 +11,7 @@ import pytest
 from sipflow.ingest.types import Endpoint, Transport
 from sipflow.sip.message import Origin, SipMessage, parse_message
 from sipflow.sip.transaction import (
+    COMPACT_SLACK,
     OBSERVED,
     T1,
     TIMEOUTS,
@@ -293,3 +294,31 @@ def test_non_invite_timer_f_and_k() -> None:
     assert [r.key.branch for r in done] == ["z9hG4bK2"] and findings == []
     done, findings = t.expire(64 * T1)
     assert done[0].timed_out and [f.code for f in findings] == ["sip.non_invite_timeout"]
+
+
+def test_timer_heap_stays_bounded_by_open_transactions() -> None:
+    """600 rejected INVITEs over TCP, 100 ms apart (60 s): each leaves Calling (Timer B,
+    32 s) and Proceeding (Timer C, 3 min) behind and ends at once (Timer D is 0 on a
+    reliable transport, RFC 3261 §17.1.1.2). The timers of states left are stale: the
+    heap must not keep them for their full time, only what the open transactions need;
+    and no live timer may be lost (every transaction still ends by Timer D)."""
+    t = TransactionTracker()
+    tcp = Transport.TCP
+    records, worst = [], 0
+    for n in range(600):
+        at, b = n * 100, f"z9hG4bKrej{n}"
+        for m in (
+            msg(INVITE, at, 4 * n + 1, branch=b, transport=tcp),
+            msg("SIP/2.0 100 Trying", at + 1, 4 * n + 2, branch=b, transport=tcp),
+            msg("SIP/2.0 180 Ringing", at + 2, 4 * n + 3, branch=b, to_tag="t", transport=tcp),
+            msg("SIP/2.0 486 Busy Here", at + 3, 4 * n + 4, branch=b, to_tag="t", transport=tcp),
+        ):
+            records += t.feed(m, m.ts).finished
+            assert t.held_timers() <= 2 * t.open_count() + COMPACT_SLACK
+            worst = max(worst, t.held_timers())
+    assert t.open_count() <= 1 and worst <= 2 + COMPACT_SLACK
+    done, findings = t.expire(600 * 100 * MS + 180_000 * MS)  # past every Timer C
+    records += done
+    assert findings == [] and t.open_count() == 0 and t.held_timers() == 0
+    assert len(records) == 600 and {r.ended for r in records} == {"timer-d"}
+    assert {r.final_status for r in records} == {486}

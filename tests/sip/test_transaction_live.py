@@ -7,6 +7,7 @@ intervals, Timers B/F/H/D/K/I/J), not read from the tables.
 from __future__ import annotations
 
 from sipflow.sip.transaction import (
+    COMPACT_SLACK,
     MS,
     T1,
     T2,
@@ -130,3 +131,36 @@ def test_transport_error_and_unknown() -> None:
     assert t.receive_response(NKEY, 200, 6) == (Verdict.UNKNOWN, [])
     assert t.receive_ack(KEY, 7) is Verdict.UNKNOWN
     assert t.next_deadline() is None
+
+
+def test_timer_heap_stays_bounded_by_open_transactions() -> None:
+    """A B2BUA's two sides over TCP, 600 calls 100 ms apart, each rejected: the client
+    INVITE leaves Calling (Timer B) and Proceeding (Timer C, 3 min) and ends at once
+    (Timer D = 0); the server INVITE leaves Completed (Timer H, 32 s) on the ACK and ends
+    (Timer I = 0). Every 10 s an OPTIONS probe to a dead peer over UDP retransmits (Timer
+    E) until Timer F, so a live timer is always due first and ``next_deadline`` cannot
+    pop the stale entries behind it. They must not stay for their full time."""
+    t: LiveTransactions[str] = LiveTransactions()
+    ended: list[TxEvent] = []
+    worst = 0
+    for n in range(600):
+        now = n * 100 * MS
+        if n % 100 == 0:
+            probe = TxKey(f"z9hG4bKo{n}", "127.0.0.1:5060", "OPTIONS")
+            t.send_request(probe, "OPTIONS", b"OPTIONS", "dead-peer", False, now)
+        client = TxKey(f"z9hG4bKc{n}", "127.0.0.1:5060", "INVITE")
+        server = TxKey(f"z9hG4bKs{n}", "127.0.0.1:5062", "INVITE")
+        t.receive_request(server, "INVITE", "caller", True, now)
+        t.send_request(client, "INVITE", b"INVITE", "callee", True, now)
+        t.receive_response(client, 100, now + 1)
+        t.receive_response(client, 486, now + 2)
+        t.send_response(server, 486, b"486", now + 3)
+        t.receive_ack(server, now + 4)
+        ended += [x.event for _, x in drain(t, now + 5) if isinstance(x, TxTerminated)]
+        assert t.held_timers() <= 2 * 2 * len(t) + COMPACT_SLACK
+        worst = max(worst, t.held_timers())
+    assert len(t) <= 4 and worst <= 4 * 5 + COMPACT_SLACK
+    ended += [x.event for _, x in drain(t, 10**15) if isinstance(x, TxTerminated)]
+    expected = [TxEvent.TIMER_D, TxEvent.TIMER_I] * 600 + [TxEvent.TIMER_F] * 6
+    assert sorted(ended) == sorted(expected)
+    assert len(t) == 0 and t.held_timers() == 0 and t.next_deadline() is None
