@@ -11,6 +11,7 @@ Public API::
 __version__ = "0.1.0"
 
 from sipflow.api import Options, analyze
+from sipflow.engine.progress import ProgressEvent
 from sipflow.errors import InputError, ParseError, SipflowError
 from sipflow.findings import Finding, Ref, Severity
 from sipflow.trace import Trace
@@ -20,6 +21,7 @@ __all__ = [
     "InputError",
     "Options",
     "ParseError",
+    "ProgressEvent",
     "Ref",
     "Severity",
     "SipflowError",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sipflow.api import Options, analyze
+from sipflow.engine.progress import ProgressCallback
 from sipflow.trace import Trace
 
 Progress = Callable[[int, int], None]
@@ -33,9 +34,9 @@ class CallNotFound(LookupError):
     """No call matches the Call-ID / number asked for."""
 
 
-def full_trace(sources: Iterable[str | Path]) -> Trace:
+def full_trace(sources: Iterable[str | Path], progress: ProgressCallback | None = None) -> Trace:
     """Analyse with every message and transaction record kept."""
-    return analyze(sources, Options(keep_messages=True, keep_records=True))
+    return analyze(sources, Options(keep_messages=True, keep_records=True, progress=progress))
 
 
 def render_ladder(trace: Trace, call: str, fmt: LadderFormat, colour: bool = False) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 
 from sipflow.engine.local import SourceResult
 from sipflow.engine.pool import FileOutput, Progress, collect_outputs, failed_output, run_file
+from sipflow.engine.progress import ProgressTracker
 from sipflow.errors import SipflowError
 from sipflow.sip.message import SipMessage
 
@@ -41,7 +42,10 @@ def _client(scheduler: str | None) -> Any:
 
 
 def run_sources_dask(
-    paths: Sequence[str], scheduler: str | None, progress: bool | None = None
+    paths: Sequence[str],
+    scheduler: str | None,
+    progress: bool | None = None,
+    tracker: ProgressTracker | None = None,
 ) -> tuple[list[SourceResult], list[Iterator[SipMessage]]]:
     """Every file's per-source stage as one task on the cluster at ``scheduler``.
 
@@ -51,7 +55,7 @@ def run_sources_dask(
     from distributed import as_completed
 
     client = _client(scheduler)
-    meter = Progress.for_stderr(len(paths), progress)
+    meter = Progress.for_stderr(len(paths), False if tracker else progress)
     try:
         futures = client.map(run_file, list(paths), range(len(paths)), pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
@@ -60,6 +64,8 @@ def run_sources_dask(
             i = index[fut.key]
             out = outputs[i] = _gather(fut, paths[i], i)
             meter.done(out.result.stats.frames)
+            if tracker is not None:  # Options.progress
+                tracker.read(i, out.result.stats, force=True)
     finally:
         meter.close()
         client.close()

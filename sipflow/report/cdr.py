@@ -1,9 +1,11 @@
 """CDR rows (one per call) and KPIs over them, with small inline SVG plots.
 
-How this works: :func:`cdr_rows` reads a Trace's call records, their SDP view
-(``call_media``) and, when the records kept their transactions, the Reason header
-(RFC 3326) and RTP statistics headers of their messages; the columns are
-:data:`CDR_COLUMNS`, documented in docs/reports.md. :func:`kpis` computes over rows
+How this works: :func:`cdr_rows` gives one row per call story (``trace.calls``: the legs
+of one call through B2BUAs, tied by leg correlation, are one call). A row takes times,
+outcome, codes and media from the first leg (the caller's view, as ``trace.calls`` does)
+and sums counts over the legs; the Reason header (RFC 3326) and RTP statistics headers
+are read from every leg's messages when the records kept their transactions. The columns
+are :data:`CDR_COLUMNS`, documented in docs/reports.md. :func:`kpis` computes over rows
 (no Trace needed, so it works on a CDR read back from disk):
 
 - ASR: answered / attempts (ITU-T E.411 answer-seizure ratio).
@@ -31,7 +33,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sipflow.report.ladder import linked_call_ids
+from sipflow.report.story import Stories
 from sipflow.sip.message import SipMessage, SipRequest, SipResponse
 
 if TYPE_CHECKING:
@@ -142,20 +144,26 @@ def _media(media: CallMedia | None) -> tuple[str | None, str | None, str | None,
     return codec, media.summary or None, first.srtp.value, suite
 
 
-def cdr_row(trace: Trace, index: int) -> dict[str, Any]:
-    """One call's CDR row (columns :data:`CDR_COLUMNS`)."""
-    call = trace.call_records[index]
-    media = trace.call_media[index] if index < len(trace.call_media) else None
-    msgs = _messages(call)
+def cdr_row(trace: Trace, index: int, stories: Stories | None = None) -> dict[str, Any]:
+    """The CDR row of call story ``index`` (a row of ``trace.calls``; columns
+    :data:`CDR_COLUMNS`)."""
+    st = stories or Stories(trace)
+    members = st.groups[index]
+    legs = [trace.call_records[i] for i in members]
+    call = legs[0]
+    media = trace.call_media[members[0]] if members[0] < len(trace.call_media) else None
+    msgs = sorted((m for c in legs for m in _messages(c)), key=lambda m: m.ts)
     q850, sip = _reasons(msgs)
     stat, lost, jitter = _rtp_stat(msgs)
     codec, summary, srtp, suite = _media(media)
-    legs, _ = linked_call_ids(trace.channel_event_list, call.call_ids)
-    n_findings = len(call.findings) + (len(media.findings) if media else 0)
+    story = st.of(members[0])
+    n_findings = sum(len(c.findings) for c in legs) + sum(
+        len(trace.call_media[i].findings) for i in members if i < len(trace.call_media)
+    )
     return {
         "index": index,
         "call_id": call.call_ids[0] if call.call_ids else None,
-        "call_ids": ";".join(call.call_ids),
+        "call_ids": ";".join(story.call_ids),
         "caller": call.caller,
         "callee": call.callee,
         "request_uri": call.request_uri,
@@ -176,11 +184,11 @@ def cdr_row(trace: Trace, index: int) -> dict[str, Any]:
         "media": summary,
         "srtp": srtp,
         "srtp_suite": suite,
-        "hops": len(call.hops),
-        "legs": len(legs),
-        "messages": call.messages,
-        "retransmissions": call.retransmissions,
-        "auth_challenges": call.auth_challenges,
+        "hops": len({h for c in legs for h in c.hops}),
+        "legs": len(story.call_ids),
+        "messages": sum(c.messages for c in legs),
+        "retransmissions": sum(c.retransmissions for c in legs),
+        "auth_challenges": sum(c.auth_challenges for c in legs),
         "findings": n_findings,
         "rtp_stat": stat,
         "rtp_lost": lost,
@@ -189,8 +197,9 @@ def cdr_row(trace: Trace, index: int) -> dict[str, Any]:
 
 
 def cdr_rows(trace: Trace) -> list[dict[str, Any]]:
-    """One row per call, in start order."""
-    return [cdr_row(trace, i) for i in range(len(trace.call_records))]
+    """One row per call story (as ``trace.calls``), in start order."""
+    stories = Stories(trace)
+    return [cdr_row(trace, i, stories) for i in range(len(stories.groups))]
 
 
 def write_cdr(rows: list[dict[str, Any]], path: str | Path) -> str:

@@ -230,11 +230,11 @@ def report_data(
 def _report_data(
     trace: Trace, progress: Progress | None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    rows = cdr_rows(trace)
+    rows = cdr_rows(trace)  # one per call story: its ladder draws every leg
     index = TraceIndex(trace)
     ladders = []
-    for i, row in enumerate(rows):
-        ladders.append(_ladder_entry(build_ladder(trace, i, index), row, i))
+    for i, (row, members) in enumerate(zip(rows, index.stories.groups, strict=True)):
+        ladders.append(_ladder_entry(build_ladder(trace, members[0], index), row, i))
         if progress is not None and (i % PROGRESS_EVERY == 0 or i == len(rows) - 1):
             progress(i + 1, len(rows))
     doc = {"page_size": PAGE_SIZE, "calls": [_call_entry(r) for r in rows], "ladders": ladders}

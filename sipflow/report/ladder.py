@@ -2,12 +2,16 @@
 
 How this works: :class:`TraceIndex` indexes a Trace once (message positions, findings by
 frame, SDP exchanges by frame, channel events by Call-ID). :func:`build_ladder` then
-collects a call's messages (its transactions' messages, plus messages of its Call-IDs that
-no transaction took), and the messages of the legs tied to it by PBX channel events
-(``originate``/``bridge`` naming the peer channel; the evidence is kept). Each endpoint
-becomes a lane; an endpoint that sent a request whose top Via names the same IP with
-another port (RFC 3261 §18.2.2: responses go to the sent-by) is merged into that lane
-as an alias, so a TCP client port and the element's listening port are one lane. Lanes
+collects the messages of a call's whole story (:mod:`sipflow.report.story`): every leg
+leg correlation tied to it (B2BUA legs with other Call-IDs; each link's rule, confidence
+and evidence kept as a :class:`~sipflow.report.story.LegNote`) and the legs a PBX log ties
+to it (``originate``/``bridge`` naming the peer channel), with each leg's transactions'
+messages plus messages of its Call-IDs that no transaction took. Each endpoint becomes a
+lane; an endpoint that sent a request whose top Via names the same IP with another port
+(RFC 3261 §18.2.2: responses go to the sent-by) is merged into that lane as an alias, so
+a TCP client port and the element's listening port are one lane; so is the endpoint a
+correlated leg's INVITE came from into the lane its parent's INVITE went to (the two
+sides of one B2BUA: lanes caller, B2BUA, callee). Lanes
 are labelled from the User-Agent (requests) or Server (responses) header the lane sent.
 A message is marked as a retransmission when its transaction saw the same request, or
 the same status with the same To tag, before it (the rule of
@@ -25,6 +29,8 @@ from typing import TYPE_CHECKING
 
 from sipflow.findings import Finding
 from sipflow.ingest.pbxlog.types import ChannelEvent
+from sipflow.report.story import LegNote, Stories
+from sipflow.report.story import groups as story_groups
 from sipflow.sip.message import SipMessage, SipRequest, SipResponse
 
 if TYPE_CHECKING:
@@ -34,9 +40,6 @@ if TYPE_CHECKING:
 
 MARK_KINDS = frozenset({"state_change", "callstate_change", "answer", "hangup", "originate"})
 """Channel event kinds drawn on lanes (dialplan lines and sofia internals are left out)."""
-LINK_KINDS = frozenset({"originate", "bridge"})
-"""Channel event kinds whose ``peer`` ties two channels (two legs of one call)."""
-MAX_LINK_ROUNDS = 8
 
 
 # -- values -----------------------------------------------------------------------------------
@@ -129,7 +132,8 @@ class LadderModel:
 
     title: str
     call_ids: tuple[str, ...]
-    """The call's Call-IDs, then those of legs tied by channel events."""
+    """The Call-IDs of the call story's legs (the caller's first), then those of legs
+    tied only by channel events."""
     lanes: tuple[Lane, ...]
     arrows: tuple[Arrow, ...]
     marks: tuple[Mark, ...]
@@ -137,9 +141,11 @@ class LadderModel:
     start: int
     """ns of the first row (0 when empty)."""
     evidence: tuple[str, ...] = ()
-    """How extra legs were tied to the call."""
+    """How extra legs were tied to the call, one line each (``LegNote.text()``)."""
     skipped: dict[str, int] = field(default_factory=dict)
     """Things left out of the diagram, counted by reason."""
+    legs: tuple[LegNote, ...] = ()
+    """How each leg after the first was tied: rule, confidence, evidence."""
 
     @property
     def retransmissions(self) -> int:
@@ -161,10 +167,8 @@ class TraceIndex:
         for e in trace.channel_event_list:
             if e.call_id:
                 self.events.setdefault(e.call_id, []).append(e)
-        self.calls_by_id: dict[str, list[int]] = {}
-        for i, c in enumerate(trace.call_records):
-            for cid in c.call_ids:
-                self.calls_by_id.setdefault(cid, []).append(i)
+        self.stories = Stories(trace)
+        self.calls_by_id = self.stories.calls_by_id
         self._by_call_id: dict[str, list[SipMessage]] | None = None
         self._taken: set[int] | None = None
 
@@ -211,21 +215,32 @@ def _sdp_by_frame(trace: Trace) -> dict[tuple[int, int], str]:
 
 
 def build_ladder(trace: Trace, call: int, index: TraceIndex | None = None) -> LadderModel:
-    """The ladder of ``trace.call_records[call]`` and the legs tied to it."""
+    """The ladder of the call story ``trace.call_records[call]`` belongs to: every leg."""
     idx = index or TraceIndex(trace)
-    record = trace.call_records[call]
-    call_ids, evidence = linked_call_ids(trace.channel_event_list, record.call_ids)
+    story = idx.stories.of(call)
+    legs = [trace.call_records[i] for i in story.records]
     skipped: Counter[str] = Counter()
-    msgs = _leg_messages(idx, record, call_ids, skipped)
-    rtx = retransmission_ids(tx for c in _leg_calls(idx, record, call_ids) for tx in c.transactions)
-    lanes, lane_of = _lanes(msgs)
-    arrows = _arrows(idx, msgs, lane_of, call_ids, rtx)
-    marks = _marks(idx, msgs, call_ids, lane_of, skipped)
+    msgs = _leg_messages(idx, legs, story.call_ids, skipped)
+    rtx = retransmission_ids(tx for c in legs for tx in c.transactions)
+    lanes, lane_of = _lanes(msgs, story.same_element)
+    arrows = _arrows(idx, msgs, lane_of, story.call_ids, rtx)
+    marks = _marks(idx, msgs, story.call_ids, lane_of, skipped)
     rows = _rows(arrows, marks)
-    title = f"{record.caller or '?'} -> {record.callee or '?'} ({record.outcome.value})"
+    root = legs[0]
+    title = f"{root.caller or '?'} -> {root.callee or '?'} ({root.outcome.value})"
     start = min([a.ts for a in arrows] + [m.ts for m in marks], default=0)
+    evidence = tuple(n.text() for n in story.notes)
     return LadderModel(
-        title, call_ids, lanes, arrows, marks, rows, start, evidence, dict(sorted(skipped.items()))
+        title,
+        story.call_ids,
+        lanes,
+        arrows,
+        marks,
+        rows,
+        start,
+        evidence,
+        dict(sorted(skipped.items())),
+        story.notes,
     )
 
 
@@ -241,9 +256,12 @@ def ladder_of_messages(messages: Iterable[SipMessage], title: str = "") -> Ladde
 
 
 def find_call(trace: Trace, ident: str) -> int | None:
-    """Index of the call named by a Call-ID (or a unique prefix of one) or by its number."""
-    if ident.isdigit() and int(ident) < len(trace.call_records):
-        return int(ident)
+    """Index into ``trace.call_records`` of the call named by a Call-ID of any of its legs
+    (or a unique prefix of one) or by its number (its row in ``trace.calls``, the call
+    story; the first leg is returned)."""
+    if ident.isdigit():
+        groups = story_groups(trace)
+        return groups[int(ident)][0] if int(ident) < len(groups) else None
     exact = [i for i, c in enumerate(trace.call_records) if ident in c.call_ids]
     if exact:
         return exact[0]
@@ -253,60 +271,11 @@ def find_call(trace: Trace, ident: str) -> int | None:
     return prefixed[0] if len(prefixed) == 1 else None
 
 
-def linked_call_ids(
-    events: list[ChannelEvent], call_ids: tuple[str, ...]
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The call's Call-IDs plus those of channels an originate/bridge event ties to them."""
-    if not events:
-        return call_ids, ()
-    ids = dict.fromkeys(call_ids)
-    evidence: list[str] = []
-    channel_call: dict[str, str | None] = {e.channel: e.call_id for e in events if e.call_id}
-    for _ in range(MAX_LINK_ROUNDS):
-        ours = {e.channel for e in events if e.call_id in ids}
-        added = False
-        for e in events:
-            if e.kind.value not in LINK_KINDS or not e.peer:
-                continue
-            pair = (e.channel, _channel_named(e.peer, channel_call))
-            if pair[0] in ours or pair[1] in ours:
-                for ch in pair:
-                    cid = channel_call.get(ch or "")
-                    if cid and cid not in ids:
-                        ids[cid] = None
-                        added = True
-                        evidence.append(
-                            f"{cid}: {e.kind.value} {e.channel} -> {e.peer} (log line {e.line})"
-                        )
-        if not added:
-            break
-    return tuple(ids), tuple(evidence)
-
-
-def _channel_named(peer: str, channel_call: dict[str, str | None]) -> str | None:
-    """The channel a log's ``peer`` text names (FreeSWITCH logs the name or a prefix)."""
-    if peer in channel_call:
-        return peer
-    found = [ch for ch in channel_call if ch.startswith(peer) or peer.startswith(ch)]
-    return found[0] if len(found) == 1 else None
-
-
-def _leg_calls(idx: TraceIndex, record: CallRecord, call_ids: tuple[str, ...]) -> list[CallRecord]:
-    out = [record]
-    calls = idx.trace.call_records
-    for cid in call_ids:
-        if cid in record.call_ids:
-            continue
-        out.extend(calls[i] for i in idx.calls_by_id.get(cid, ()) if calls[i] is not record)
-    return out
-
-
 def _leg_messages(
-    idx: TraceIndex, record: CallRecord, call_ids: tuple[str, ...], skipped: Counter[str]
+    idx: TraceIndex, legs: list[CallRecord], call_ids: tuple[str, ...], skipped: Counter[str]
 ) -> list[SipMessage]:
-    """Messages of the call's transactions and of linked legs, plus stray ones of its ids."""
+    """Messages of the legs' transactions, plus stray ones of their Call-IDs."""
     chosen: dict[int, SipMessage] = {}
-    legs = _leg_calls(idx, record, call_ids)
     for c in legs:
         for tx in c.transactions:
             for m in tx.messages:
@@ -332,11 +301,12 @@ def _leg_messages(
 
 def _next_start(idx: TraceIndex, legs: list[CallRecord], call_ids: tuple[str, ...], lo: int) -> int:
     calls = idx.trace.call_records
+    ours = {id(c) for c in legs}
     later = [
         calls[i].start - 1
         for cid in call_ids
         for i in idx.calls_by_id.get(cid, ())
-        if calls[i] not in legs and calls[i].start > lo
+        if id(calls[i]) not in ours and calls[i].start > lo
     ]
     return min(later, default=2**63)
 
@@ -384,12 +354,16 @@ def _sent_by_alias(m: SipMessage) -> tuple[str, str] | None:
     return str(o.src), sent_by
 
 
-def _lanes(msgs: list[SipMessage]) -> tuple[tuple[Lane, ...], dict[str, int]]:
+def _lanes(
+    msgs: list[SipMessage], same_element: Iterable[tuple[str, str]] = ()
+) -> tuple[tuple[Lane, ...], dict[str, int]]:
     alias: dict[str, str] = {}
     for m in msgs:
         pair = _sent_by_alias(m)
         if pair is not None:
             alias.setdefault(pair[0], pair[1])
+    for member, element in same_element:
+        _merge(alias, member, element)
     order: dict[str, list[str]] = {}
     for m in msgs:
         for ep in _endpoints(m):
@@ -404,6 +378,17 @@ def _lanes(msgs: list[SipMessage]) -> tuple[tuple[Lane, ...], dict[str, int]]:
     )
     lane_of = {key: lane.index for lane in lanes for key in (lane.key, *lane.aliases)}
     return lanes, lane_of
+
+
+def _merge(alias: dict[str, str], member: str, element: str) -> None:
+    """Make ``member``'s lane part of ``element``'s (and everything already in it)."""
+    src, dst = alias.get(member, member), alias.get(element, element)
+    if src == dst:
+        return
+    for key, canon in alias.items():
+        if canon == src:
+            alias[key] = dst
+    alias[src] = dst
 
 
 def _labels(msgs: list[SipMessage], alias: dict[str, str]) -> dict[str, str]:
@@ -496,6 +481,20 @@ def _arrows(
     return tuple(out)
 
 
+def _log_lane(msgs: list[SipMessage], sources: set[int], lane_of: dict[str, int]) -> dict[int, int]:
+    """Per log source: the one lane at one end of every message of the log (the element
+    that wrote it, e.g. the B2BUA between both legs; on loopback every host is one IP)."""
+    common: dict[int, set[int]] = {}
+    for m in msgs:
+        o = m.origin
+        if o is None or o.source not in sources:
+            continue
+        src, dst = _endpoints(m)
+        ends = {lane_of[src], lane_of[dst]}
+        common[o.source] = common[o.source] & ends if o.source in common else ends
+    return {source: next(iter(lanes)) for source, lanes in common.items() if len(lanes) == 1}
+
+
 def _log_host(msgs: list[SipMessage], sources: set[int]) -> dict[int, str]:
     """Per log source: the IP every one of its messages has at one end (the logging host)."""
     out: dict[int, str] = {}
@@ -522,7 +521,9 @@ def _marks(
     events = [e for cid in call_ids for e in idx.events.get(cid, ())]
     if not events:
         return ()
-    hosts = _log_host(msgs, {e.source for e in events})
+    sources = {e.source for e in events}
+    hosts = _log_host(msgs, sources)
+    element = _log_lane(msgs, sources, lane_of)
     lane_for: dict[tuple[int, str], int | None] = {}
     out: list[Mark] = []
     for e in sorted(events, key=lambda e: (e.ts, e.line)):
@@ -530,7 +531,9 @@ def _marks(
             continue
         key = (e.source, e.call_id or "")
         if key not in lane_for:
-            lane_for[key] = _event_lane(msgs, e, hosts.get(e.source), lane_of)
+            lane_for[key] = element.get(e.source)
+            if lane_for[key] is None:
+                lane_for[key] = _event_lane(msgs, e, hosts.get(e.source), lane_of)
         lane = lane_for[key]
         if lane is None:
             skipped["channel event with no lane (logging host unknown)"] += 1

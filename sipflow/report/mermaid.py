@@ -3,7 +3,8 @@
 How this works: one participant per lane (alias ``L0``, ``L1``... with the ``host:port``
 and User-Agent as the shown name), one message line per arrow in row order, dashed
 arrows for responses and retransmissions marked ``(rtx)``, PBX channel marks as notes
-over their lane. Text is escaped for each language: Mermaid treats ``;`` and ``#`` as
+over their lane, and one note over all lanes per leg tied into the call (rule,
+confidence, evidence). Text is escaped for each language: Mermaid treats ``;`` and ``#`` as
 syntax in message text (replaced by ``#59;``/``#35;`` entity codes), PlantUML needs no
 escaping in message text except line breaks.
 """
@@ -29,6 +30,16 @@ def _text(a: Arrow) -> str:
     return text
 
 
+def _leg_texts(model: LadderModel) -> list[str]:
+    return [f"leg {e}" for e in model.evidence] if model.lanes else []
+
+
+def _span(model: LadderModel, sep: str) -> str:
+    """The first and last lane (one lane alone when there is only one)."""
+    last = len(model.lanes) - 1
+    return "L0" if last == 0 else f"L0{sep}L{last}"
+
+
 def _mermaid_escape(text: str) -> str:
     return text.replace("#", "#35;").replace(";", "#59;").replace("\n", " ")
 
@@ -42,6 +53,8 @@ def to_mermaid(model: LadderModel) -> str:
     for lane in model.lanes:
         name = _mermaid_escape(_name(model, lane.index))
         lines.append(f"    participant L{lane.index} as {name}")
+    for text in _leg_texts(model):
+        lines.append(f"    Note over {_span(model, ',')}: {_mermaid_escape(text)}")
     for row in model.rows:
         if row.kind == "arrow":
             a = model.arrows[row.index]
@@ -60,6 +73,8 @@ def to_plantuml(model: LadderModel) -> str:
         lines.append(f"title {model.title}")
     for lane in model.lanes:
         lines.append(f'participant "{_name(model, lane.index)}" as L{lane.index}')
+    for text in _leg_texts(model):
+        lines.append(f"note over {_span(model, ', ')} : {text}")
     for row in model.rows:
         if row.kind == "arrow":
             a = model.arrows[row.index]

@@ -6,7 +6,10 @@ group carries ``data-i`` (row in the ladder) and ``data-msg`` (index in the trac
 message list) so the HTML report can show the message on click, a ``<title>`` tooltip,
 its time and delta in the left gutter, the SDP summary under the label and one badge per
 finding severity. Retransmissions are dashed; PBX channel marks are small diamonds on
-their lane with the transition beside them. The SVG carries its own ``<style>`` so a
+their lane with the transition beside them. Under the rows, one ``<g class="leg-note">``
+per leg tied into the call says in two lines how (rule, confidence, evidence; ``data-call-id``,
+``data-rule`` and ``data-confidence`` carry them for scripts and tests). The SVG carries
+its own ``<style>`` so a
 file written alone renders the same as one inside the report. Ids are prefixed so
 several ladders can share a page.
 """
@@ -16,10 +19,12 @@ from __future__ import annotations
 from html import escape
 
 from sipflow.report.ladder import Arrow, LadderModel, Mark
+from sipflow.report.story import LegNote
 
 CHAR_W = 6.6
 ROW_H = 34
 HEAD_H = 58
+NOTE_H = 16
 GUTTER_W = 150
 MIN_SPACING = 170
 MAX_SPACING = 320
@@ -48,6 +53,7 @@ STYLE = """
 .sf-ladder .badge.info{fill:#0969da}.sf-ladder .badge-t{fill:#fff;font-size:10px;
 text-anchor:middle;font-weight:700}
 .sf-ladder .mark path{fill:#8250df}.sf-ladder .mark text{fill:#6639ba;font-size:10px}
+.sf-ladder .leg-note text{fill:#3e4c59;font-size:11px}
 """
 
 
@@ -157,18 +163,30 @@ def _mark(model: LadderModel, m: Mark, y: float, spacing: int) -> str:
     )
 
 
+def _leg_note(note: LegNote, y: float, width: int) -> str:
+    """Two lines: which leg continues which; the rule, confidence and evidence."""
+    conf = "" if note.confidence is None else f' data-confidence="{note.confidence}"'
+    return (
+        f'<g class="leg-note" data-call-id="{escape(note.call_id)}" '
+        f'data-rule="{escape(note.rule)}"{conf}><title>{escape(chr(10).join(note.evidence))}'
+        f'</title><text x="6" y="{y:.1f}">leg {escape(_cut(note.head(), width - 40))}</text>'
+        f'<text x="18" y="{y + NOTE_H:.1f}">{escape(_cut(note.detail(), width - 24))}</text></g>'
+    )
+
+
 def render_svg(model: LadderModel, id_prefix: str = "sf", style: bool = True) -> str:
     """The ladder as a standalone ``<svg>`` element (UTF-8 text). ``style=False`` leaves
     out the ``<style>`` (a page that holds many ladders includes :data:`STYLE` once)."""
     spacing = _spacing(model)
     width = int(GUTTER_W + spacing * max(1, len(model.lanes)) + 40)
-    height = HEAD_H + ROW_H * len(model.rows) + 10
+    rows_end = HEAD_H + ROW_H * len(model.rows)
+    height = rows_end + 10 + 2 * NOTE_H * len(model.legs)
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="sf-ladder" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}" data-arrows="{len(model.arrows)}">',
         f"<title>{escape(model.title)}</title>" + (f"<style>{STYLE}</style>" if style else ""),
         _defs(model_id(id_prefix)),
-        *_lanes(model, spacing, height),
+        *_lanes(model, spacing, rows_end + 10),
         '<g class="rows">',
     ]
     for n, row in enumerate(model.rows):
@@ -177,7 +195,13 @@ def render_svg(model: LadderModel, id_prefix: str = "sf", style: bool = True) ->
             out.append(_arrow(model, model.arrows[row.index], y, spacing, model_id(id_prefix)))
         else:
             out.append(_mark(model, model.marks[row.index], y, spacing))
-    out.append("</g></svg>")
+    out.append("</g>")
+    if model.legs:
+        out.append('<g class="legs">')
+        for n, note in enumerate(model.legs):
+            out.append(_leg_note(note, rows_end + NOTE_H * (2 * n + 1), width))
+        out.append("</g>")
+    out.append("</svg>")
     return "\n".join(out)
 
 

@@ -80,8 +80,9 @@ class CallView:
 
     def cdr(self) -> dict[str, Any]:
         from sipflow.report.cdr import cdr_row
+        from sipflow.report.story import story_index
 
-        return cdr_row(self.trace, self.index)
+        return cdr_row(self.trace, story_index(self.trace, self.index))
 
     def ladder(self) -> LadderView:
         return LadderView(build_ladder(self.trace, self.index))

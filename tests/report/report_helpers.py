@@ -16,6 +16,9 @@ SAMPLE = REPO / "samples" / "pcaps" / "sipp_uac_uas_udp_mixed.pcap"
 FS_LOG = REPO / "tests" / "data" / "pbxlog" / "freeswitch_seed_call_routing_article.txt"
 LONG_CALL = Path(__file__).resolve().parent / "data" / "sipp_long_call_info_udp.pcap"
 """One SIPp call of 503 messages (INVITE, 248 INFO/200, BYE): data/sipp_long_call_*.xml."""
+REGEN = REPO / "samples" / "pcaps"
+"""``regen_*.pcap``/``.log``/``.truth.json``: B2BUA calls (two Call-IDs each), samples/README.md."""
+REGEN_SCENARIOS = ("basic", "auth407", "cancel", "hold")
 CORPUS = REPO / ".." / "shared" / "corpus" / "pcaps"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 

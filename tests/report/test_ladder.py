@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -81,17 +82,37 @@ def test_freeswitch_legs_tied_by_channel_events(fs_trace: Trace) -> None:
     model = build_ladder(fs_trace, 0)
     assert len(model.call_ids) == 2
     assert model.call_ids[0] == fs_trace.call_records[0].call_ids[0]
+    (note,) = model.legs  # the correlation's link, carried by the log's originate line
+    assert note.rule == "pbx_log" and note.role == "b-leg" and note.confidence is not None
+    assert note.linked_to == model.call_ids[0] and note.call_id == model.call_ids[1]
     assert any("originate" in e and "log line" in e for e in model.evidence)
     assert len(model.arrows) == len(fs_trace.message_list)  # both legs, every message
     labels = {lane.key: lane.label for lane in model.lanes}
     assert labels["caller_ip:35365"].startswith("X-Lite")
     assert labels["ip_addr:5061"] == "ZenTrunk"
+    # FreeSWITCH's two profiles (internal 5060, external 5080) are one element: one lane
+    fs = next(lane for lane in model.lanes if lane.key == "via_addr:5060")
+    assert fs.aliases == ("via_addr:5080",) and fs.label.startswith("FreeSWITCH")
+    assert len(model.lanes) == 3
     assert model.marks
-    assert {model.lanes[m.lane].key for m in model.marks} == {"via_addr:5060", "via_addr:5080"}
+    assert {model.lanes[m.lane].key for m in model.marks} == {"via_addr:5060"}
     texts = [m.text for m in model.marks]
     assert "CS_NEW -> CS_INIT" in texts and "EARLY -> ACTIVE" in texts
     kinds = [r.kind for r in model.rows]
     assert kinds.count("arrow") == len(model.arrows) and kinds.count("mark") == len(model.marks)
+
+
+def test_channel_events_tie_legs_without_correlation(fs_trace: Trace) -> None:
+    """With no correlation (a Trace built by hand), the log's originate line still ties
+    the legs: the note names the log line, and the lanes stay one per socket."""
+    bare = replace(fs_trace, correlation=None, _frames={})
+    model = build_ladder(bare, 0)
+    assert len(model.call_ids) == 2
+    (note,) = model.legs
+    assert (note.role, note.rule, note.confidence) == ("log", "originate", None)
+    assert "log line 575" in note.short and note.call_id == model.call_ids[1]
+    assert len(model.arrows) == len(fs_trace.message_list)
+    assert {"via_addr:5060", "via_addr:5080"} <= {lane.key for lane in model.lanes}
 
 
 def test_stray_ack_of_same_call_is_kept(fs_trace: Trace) -> None:

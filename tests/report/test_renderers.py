@@ -33,13 +33,24 @@ def _golden(name: str, text: str) -> None:
     assert text == path.read_text(encoding="utf-8")
 
 
-def _traces(sample: Trace, fs: Trace) -> dict[str, tuple[Trace, int]]:
-    return {"sample_cancelled": (sample, 3), "sample_auth": (sample, 4), "freeswitch": (fs, 0)}
+def _traces(sample: Trace, fs: Trace, regen: dict[str, Trace]) -> dict[str, tuple[Trace, int]]:
+    return {
+        "sample_cancelled": (sample, 3),
+        "sample_auth": (sample, 4),
+        "freeswitch": (fs, 0),
+        "regen_basic": (regen["regen_basic.pcap"], 0),  # B2BUA: both legs, one ladder
+        "regen_auth407": (regen["regen_auth407.pcap"], 0),
+    }
 
 
-@pytest.mark.parametrize("name", ["sample_cancelled", "sample_auth", "freeswitch"])
-def test_text_ladder_golden(name: str, sample_trace: Trace, fs_trace: Trace) -> None:
-    trace, call = _traces(sample_trace, fs_trace)[name]
+GOLDEN_NAMES = ["sample_cancelled", "sample_auth", "freeswitch", "regen_basic", "regen_auth407"]
+
+
+@pytest.mark.parametrize("name", GOLDEN_NAMES)
+def test_text_ladder_golden(
+    name: str, sample_trace: Trace, fs_trace: Trace, regen_traces: dict[str, Trace]
+) -> None:
+    trace, call = _traces(sample_trace, fs_trace, regen_traces)[name]
     text = render_text(build_ladder(trace, call))
     assert not ANSI.search(text)
     _golden(f"{name}.txt", text)
@@ -73,21 +84,31 @@ def _structure(svg_text: str) -> dict[str, Any]:
         for g in root.iter(f"{SVG}g")
         if g.get("class") == "mark"
     ]
+    legs = [
+        [g.get("data-call-id"), g.get("data-rule"), g.get("data-confidence")]
+        + [t.text for t in g.iter(f"{SVG}text")]
+        for g in root.iter(f"{SVG}g")
+        if g.get("class") == "leg-note"
+    ]
     return {
         "arrows_attr": root.get("data-arrows"),
+        "legs": legs,
         "lanes": lanes,
         "arrows": arrows,
         "marks": marks,
     }
 
 
-@pytest.mark.parametrize("name", ["sample_cancelled", "sample_auth", "freeswitch"])
-def test_svg_structure_golden(name: str, sample_trace: Trace, fs_trace: Trace) -> None:
-    trace, call = _traces(sample_trace, fs_trace)[name]
+@pytest.mark.parametrize("name", GOLDEN_NAMES)
+def test_svg_structure_golden(
+    name: str, sample_trace: Trace, fs_trace: Trace, regen_traces: dict[str, Trace]
+) -> None:
+    trace, call = _traces(sample_trace, fs_trace, regen_traces)[name]
     model = build_ladder(trace, call)
     structure = _structure(render_svg(model))
     assert len(structure["arrows"]) == len(model.arrows) == int(structure["arrows_attr"])
     assert len(structure["lanes"]) == len(model.lanes)
+    assert len(structure["legs"]) == len(model.legs)
     _golden(f"{name}.svg.json", json.dumps(structure, indent=1, ensure_ascii=False) + "\n")
 
 
@@ -127,9 +148,11 @@ def test_svg_escapes_message_text() -> None:
     assert "<script>" not in svg
 
 
-@pytest.mark.parametrize("name", ["sample_auth", "freeswitch"])
-def test_mermaid_and_plantuml_golden(name: str, sample_trace: Trace, fs_trace: Trace) -> None:
-    trace, call = _traces(sample_trace, fs_trace)[name]
+@pytest.mark.parametrize("name", ["sample_auth", "freeswitch", "regen_basic"])
+def test_mermaid_and_plantuml_golden(
+    name: str, sample_trace: Trace, fs_trace: Trace, regen_traces: dict[str, Trace]
+) -> None:
+    trace, call = _traces(sample_trace, fs_trace, regen_traces)[name]
     model = build_ladder(trace, call)
     mermaid = to_mermaid(model)
     plantuml = to_plantuml(model)
