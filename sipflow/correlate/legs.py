@@ -463,6 +463,29 @@ def _confidences(
     }
 
 
+MAX_DROP_ROUNDS = 8
+
+
+def _drop_weak(
+    legs: list[Leg], sc: _Scored, chosen: dict[int, int], opts: CorrelateOptions
+) -> tuple[dict[int, float], list[int]]:
+    """Drop links under ``min_confidence`` from ``chosen`` until none is left: a dropped
+    link splits a group, which can take confidence from a link that shared it."""
+    conf = _confidences(legs, sc, chosen, opts.margin)
+    dropped: list[int] = []
+    for last in range(MAX_DROP_ROUNDS, -1, -1):
+        weak = [c for c, v in conf.items() if v < opts.min_confidence]
+        if not weak:
+            break
+        for c in weak:
+            del chosen[c]
+            del conf[c]
+        dropped += weak
+        if last:
+            conf = _confidences(legs, sc, chosen, opts.margin)
+    return conf, dropped
+
+
 # -- findings ---------------------------------------------------------------------------
 
 
@@ -552,11 +575,7 @@ def correlate(
     matched, exact, greedy = assign([(p, c, w) for (p, c), w in sc.score.items()])
     chosen = {c: p for p, c, _w in matched}
     _extra_children(view, sc, chosen, {(p, c) for p, c, _w in matched})
-    conf = _confidences(view, sc, chosen, opts.margin)
-    dropped = [c for c, v in conf.items() if v < opts.min_confidence]
-    for c in dropped:
-        del chosen[c]
-    conf = _confidences(view, sc, chosen, opts.margin)
+    conf, dropped = _drop_weak(view, sc, chosen, opts)
     grp = _groups(len(view), chosen)
     findings = _ambiguity(view, sc, chosen, grp, opts.margin)
     links = {

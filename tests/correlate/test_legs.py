@@ -23,6 +23,9 @@ from sipflow.correlate.legs import (
     CorrelateOptions,
     Correlation,
     LegFacts,
+    _confidences,
+    _drop_weak,
+    _Scored,
     correlate,
     facts_of,
     group_to_dict,
@@ -339,6 +342,26 @@ def test_answered_parent_then_dial_is_found_late() -> None:
     )
     corr = correlate(legs)
     assert _group_ids(corr, legs) == [{"ivr", "agent"}]
+
+
+def test_weak_links_are_dropped_until_none_is_left() -> None:
+    """c's two candidate parents p and q are one group only through the weak link p -> q.
+    Dropping that link moves q's odds from c's side to the competition, so c's link falls
+    under 0.5 in turn and must go too (one pass used to keep it at 0.47)."""
+    legs = legs_of([LegSpec(n, X, P, 10 * k) for k, n in enumerate(("p", "q", "c"))])
+    view = [Leg.of(i, f, DEFAULT_PLAN, {}) for i, f in enumerate(legs)]
+    weights = {(0, 1): -1.0, (0, 2): 2.0, (1, 2): 2.0}
+    sc = _Scored(
+        weights,
+        {e: () for e in weights},
+        {1: [0], 2: [0, 1]},
+        {0: [1, 2], 1: [2]},
+    )
+    chosen = {1: 0, 2: 0}
+    one_pass = _confidences(view, sc, chosen, CorrelateOptions().margin)
+    assert one_pass[1] < 0.5 < one_pass[2]  # c looked fine while q was in its group
+    conf, dropped = _drop_weak(view, sc, chosen, CorrelateOptions())
+    assert sorted(dropped) == [1, 2] and chosen == {} and conf == {}
 
 
 def test_host_alias_joins_the_two_sides_of_an_sbc() -> None:
