@@ -2,8 +2,10 @@
 
 How this works: the core (:mod:`sipflow.b2bua.core`) returns :class:`Send` and
 :class:`CallEvent` actions and keeps each call as a :class:`Call` with an A and a B
-:class:`Leg` (one dialog each). :class:`Ids` makes tags, branches and Call-IDs from a
-seeded generator, so a run can be repeated; nothing here does I/O or reads a clock.
+:class:`Leg` (one dialog each); a blind transfer (:class:`Transfer`) adds a B-side leg
+that becomes the call's B leg when the target answers. :class:`Ids` makes tags,
+branches and Call-IDs from a seeded generator, so a run can be repeated; nothing here
+does I/O or reads a clock.
 """
 
 from __future__ import annotations
@@ -116,10 +118,45 @@ class Leg:
     state: LegState = LegState.DOWN
     auth_tries: int = 0
     provisional: bool = False
+    route: Route | None = None
+    """B side: the route this leg was sent by (target, transport, credentials, SRTP)."""
+    offer: bytes = b""
+    """B side: the body of our INVITE (re-sent with credentials)."""
+    srtp_offer: list[media.Crypto] = field(default_factory=list)
+    """B side: the SDES suites we offered on this leg (RFC 4568)."""
+    srtp_answer: media.Crypto | None = None
+    """B side: the suite the answer selected."""
+    sdp: bytes = b""
+    """The last SDP this leg's peer sent (an offer or an answer)."""
+    referred: Transfer | None = None
+    """B side: the transfer this leg was INVITEd for (its target)."""
 
     @property
     def confirmed(self) -> bool:
         return self.state is LegState.ACTIVE
+
+
+@dataclass(eq=False, slots=True)
+class Transfer:
+    """A blind transfer asked by a REFER on ``by`` (RFC 3515; RFC 5589 §6.1)."""
+
+    by: Leg
+    """The transferor's leg: the REFER came on it; the NOTIFYs go on it."""
+    refer_to: str
+    """The Refer-To URI (RFC 3515 §2.1)."""
+    referred_by: str
+    """The Referred-By value put on the new INVITE (RFC 3892 §3)."""
+    event: str
+    """The Event of the NOTIFYs: ``refer;id=<CSeq of the REFER>`` (RFC 3515 §2.4.6)."""
+    at: int
+    """When the REFER came (ns)."""
+    leg: Leg | None = None
+    """The new leg to the target (None when the Refer-To user has no route)."""
+    final_code: int | None = None
+    """The target's final answer, as the last NOTIFY reported it; None while pending."""
+    final_reason: str = ""
+    abandoned: bool = False
+    """The call ended, or the no-answer timer fired, before the target answered."""
 
 
 @dataclass(eq=False, slots=True)
@@ -129,7 +166,8 @@ class Call:
     route: Route | None = None
     a: Leg | None = None
     b: Leg | None = None
-    b_call_ids: list[str] = field(default_factory=list)
+    b_legs: list[Leg] = field(default_factory=list)
+    """Every B-side leg in the order they were INVITEd: the first, then transfer targets."""
     answer: int | None = None
     end: int | None = None
     final_code: int | None = None
@@ -139,13 +177,24 @@ class Call:
     ended_by: str = "none"
     deadline: int | None = None
     """No-answer timer (core level; 408 to the caller)."""
-    srtp_offer: list[media.Crypto] = field(default_factory=list)
-    """SDES suites we offered on the B leg (RFC 4568)."""
-    b_offer: bytes = b""
-    """The body of our INVITE on the B leg (re-sent with credentials)."""
-    srtp_answer: media.Crypto | None = None
-    """The suite the B leg's answer selected."""
+    transfer: Transfer | None = None
+    """The transfer in progress (its target not answered yet)."""
+    transfers: list[Transfer] = field(default_factory=list)
     done: bool = False
+
+    @property
+    def b_call_ids(self) -> list[str]:
+        return [leg.call_id for leg in self.b_legs]
+
+    def peer_of(self, leg: Leg) -> Leg | None:
+        """The leg bridged to ``leg`` (None for a leg no longer bridged, e.g. a
+        transferor after the transfer)."""
+        if leg is self.a:
+            return self.b
+        return self.a if leg is self.b else None
+
+    def legs(self) -> list[Leg]:
+        return ([self.a] if self.a is not None else []) + self.b_legs
 
 
 @dataclass(slots=True)
@@ -155,6 +204,8 @@ class _Client:
     leg: Leg
     method: str
     relay: tuple[Leg, SipRequest, TxKey] | None = None
+    reinvite: bool = False
+    """Our own re-INVITE (hold from a UA, media update after a transfer): ACK and done."""
 
 
 @dataclass(slots=True)

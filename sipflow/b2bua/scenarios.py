@@ -6,16 +6,23 @@ behaves by the Request-URI user. :func:`regen` starts three nodes in one event l
 free 127.0.0.1 ports (UAS, B2BUA, UAC), runs until every call ended (bounded), and
 writes the B2BUA's pcap (``out.pcap``: both legs, real timestamps; TLS legs as
 cleartext SIP over TCP on the same ports), its FreeSWITCH-style log (``out.log``) and
-the truth JSON (``out.truth.json``).
+the truth JSON (``out.truth.json``). A scenario with a TLS leg also leaves the B2BUA's
+TLS key log (``out.keys.log``) and, when tcpdump may capture on lo, the real encrypted
+wire (``out.wire.pcap``; :mod:`sipflow.b2bua.wire`). ``load`` and ``traffic`` take a
+number of calls and a rate (:func:`scenario`); any scenario can have the B2BUA add
+``X-CID`` to its B legs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import random
 import re
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +31,7 @@ from sipflow.b2bua.core import B2BUA
 from sipflow.b2bua.transport import Node, Recorder
 from sipflow.b2bua.truth import dumps
 from sipflow.b2bua.ua import PlannedCall, Uac, Uas
+from sipflow.b2bua.wire import WireEvidence
 from sipflow.ingest.types import Endpoint, Transport
 
 HOST = "127.0.0.1"
@@ -41,12 +49,52 @@ class Scenario:
     timeout_s: float | None = None
     limit_s: float = 20.0
     extra: dict[str, str] = field(default_factory=dict)
+    x_cid: bool = False
+    """The B2BUA adds ``X-CID: <A-leg Call-ID>`` to its B-leg INVITEs (Config.x_cid)."""
 
 
-def _load(n: int, rate: float) -> tuple[PlannedCall, ...]:
+def _load(n: int, rate: float, seed: int = 0) -> tuple[PlannedCall, ...]:
     return tuple(
         PlannedCall(f"answer-{i}", at_ms=int(i * 1000 / rate), hangup_ms=1500) for i in range(n)
     )
+
+
+TRAFFIC_MIX: dict[str, float] = {"answer": 0.70, "busy": 0.10, "notfound": 0.08, "cancel": 0.12}
+"""Share of each outcome in ``traffic``: answered, 486, 404, CANCEL while ringing."""
+TRAFFIC_NUMBERS = 10
+"""Called numbers are drawn from this many: concurrent calls often share a callee."""
+HOLD_MS = (2000, 8000)
+"""Answered calls last this long (uniform): at 20 calls/s about 70 are up at once."""
+CANCEL_MS = (300, 2500)
+
+
+def _traffic(n: int, rate: float, seed: int = 0) -> tuple[PlannedCall, ...]:
+    """Poisson arrivals (seeded; gaps scaled so the run averages ``rate``), mixed outcomes
+    and hold times, callees shared between concurrent calls."""
+    rnd = random.Random(seed)
+    kinds, weights = list(TRAFFIC_MIX), list(TRAFFIC_MIX.values())
+    gaps = [rnd.expovariate(1.0) for _ in range(n - 1)]
+    scale = (n - 1) / rate * 1000 / (sum(gaps) or 1.0)  # exactly ``rate`` over the run
+    at, out = 0.0, []
+    for k in range(n):
+        at = at + gaps[k - 1] * scale if k else 0.0
+        kind = rnd.choices(kinds, weights)[0]
+        number = f"{2000 + rnd.randrange(TRAFFIC_NUMBERS)}"
+        if kind == "cancel":  # the UAS rings forever; the caller gives up
+            cancel = rnd.randint(*CANCEL_MS)
+            call = PlannedCall(f"ring-{number}", at_ms=int(at), hangup_ms=None, cancel_ms=cancel)
+        else:
+            call = PlannedCall(f"{kind}-{number}", at_ms=int(at), hangup_ms=rnd.randint(*HOLD_MS))
+        out.append(call)
+    return tuple(out)
+
+
+Plan = Callable[[int, float, int], tuple[PlannedCall, ...]]
+SIZED: dict[str, tuple[Plan, int, float]] = {
+    "load": (_load, 30, 10.0),
+    "traffic": (_traffic, 60, 20.0),
+}
+"""Scenarios built from a number of calls, a rate and a seed: (plan, calls, rate) defaults."""
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -90,13 +138,51 @@ SCENARIOS: dict[str, Scenario] = {
             (PlannedCall("hold", hangup_ms=None, hold=True),),
         ),
         Scenario(
+            "transfer",
+            "blind transfer (REFER): the callee transfers the caller to another user; 202, "
+            "NOTIFY sipfrag, INVITE with Referred-By, re-INVITE of the caller, callee BYE",
+            (PlannedCall("transfer", hangup_ms=2000),),
+        ),
+        Scenario(
             "load",
             "30 calls at 10 calls/s, each 1.5 s long (overlapping), over UDP",
             _load(30, 10.0),
             limit_s=30.0,
         ),
+        Scenario(
+            "traffic",
+            "60 calls at 20 calls/s (Poisson), overlapping: 70 % answered (2-8 s), busy, "
+            "not found, cancelled while ringing; callees from 10 numbers",
+            _traffic(60, 20.0),
+            limit_s=30.0,
+        ),
     )
 }
+
+
+def scenario(
+    name: str,
+    calls: int | None = None,
+    rate: float | None = None,
+    x_cid: bool = False,
+    seed: int | None = None,
+) -> Scenario:
+    """Scenario ``name``, resized to ``calls`` at ``rate`` calls/s (``load``, ``traffic``;
+    the plan drawn from ``seed``), with ``X-CID`` on the B legs when ``x_cid``.
+    ValueError for a size on another scenario."""
+    sc = SCENARIOS[name]
+    sized = calls is not None or rate is not None
+    if sized and name not in SIZED:
+        raise ValueError(f"scenario {name!r} has a fixed set of calls")
+    if name in SIZED and (sized or seed is not None):
+        plan, n0, r0 = SIZED[name]
+        n, r = calls if calls is not None else n0, rate if rate is not None else r0
+        if n < 1 or r <= 0:
+            raise ValueError("calls must be at least 1 and rate above 0")
+        limit = max(sc.limit_s, n / r + HOLD_MS[1] / 1000 + 15.0)
+        about = f"{n} calls at {r:g} calls/s; {sc.about.split(', ', 1)[-1]}"
+        sc = dataclasses.replace(sc, about=about, calls=plan(n, r, seed or 0), limit_s=limit)
+    return dataclasses.replace(sc, x_cid=True) if x_cid else sc
 
 
 def describe() -> str:
@@ -129,10 +215,19 @@ class RegenResult:
     outcomes: dict[str, int]
     dropped: dict[str, dict[str, int]] = field(default_factory=dict)
     """What each agent (uac, b2bua, uas) dropped, by reason."""
+    keylog: Path | None = None
+    """The B2BUA's TLS key log (NSS format), for scenarios with a TLS leg."""
+    wire: Path | None = None
+    """tcpdump's capture of the run on lo (TLS legs encrypted), when it could run."""
+    wire_note: str | None = None
+    """Why a TLS scenario has no wire capture."""
 
 
-async def _run(sc: Scenario, out: Path, tmp: Path, seed: int | None) -> RegenResult:
+async def _run(
+    sc: Scenario, out: Path, tmp: Path, seed: int | None, wire: WireEvidence
+) -> RegenResult:
     uas_port, b2b_port, tls_port, uac_port = (_free_port() for _ in range(4))
+    wire.start((uas_port, b2b_port, tls_port, uac_port))
     cert, key = str(tmp / "cert.pem"), str(tmp / "key.pem")
 
     def listen(t: Transport, port: int) -> Listen:
@@ -159,10 +254,10 @@ async def _run(sc: Scenario, out: Path, tmp: Path, seed: int | None) -> RegenRes
         Listen(Transport.TCP, HOST, b2b_port),
         listen(Transport.TLS, tls_port),
     )
-    config = Config(b2b_listen, (route,), seed=seeded(1))
+    config = Config(b2b_listen, (route,), seed=seeded(1), x_cid=sc.x_cid)
     core = B2BUA(config)
     log, truth = out.with_suffix(".log"), out.with_suffix(".truth.json")
-    recorder = Recorder.open(str(out), str(log))
+    recorder = Recorder.open(str(out), str(log), str(wire.keylog) if wire.keylog else None)
     uac = Uac(listen(sc.caller, uac_port), Endpoint(HOST, b2b_port), seeded(2))
     nodes = [
         Node(uas, uas.config.listen),
@@ -181,18 +276,33 @@ async def _run(sc: Scenario, out: Path, tmp: Path, seed: int | None) -> RegenRes
         await node.stop()
     recorder.close()
     calls = core.finished + list(core.calls.values())
-    truth.write_text(dumps(calls, sorted(recorder.tls_ports), {"scenario": sc.name}))
+    extra = {"scenario": sc.name, "x_cid": sc.x_cid, "planned_calls": len(sc.calls)}
+    truth.write_text(dumps(calls, sorted(recorder.tls_ports), extra))
     outcomes: dict[str, int] = {}
     for c in calls:
         outcomes[c.outcome] = outcomes.get(c.outcome, 0) + 1
     dropped = {"uac": uac.stats.dropped, "b2bua": core.stats.dropped, "uas": uas.stats.dropped}
-    return RegenResult(out, log, truth, len(calls), outcomes, dropped)
+    return RegenResult(out, log, truth, len(calls), outcomes, dropped, wire.keylog)
 
 
-def regen(name: str, out: str | Path, seed: int | None = None) -> RegenResult:
-    """Run scenario ``name``; write ``out`` (pcap), ``.log`` and ``.truth.json`` beside it."""
-    sc = SCENARIOS[name]
+def regen(
+    name: str,
+    out: str | Path,
+    seed: int | None = None,
+    calls: int | None = None,
+    rate: float | None = None,
+    x_cid: bool = False,
+) -> RegenResult:
+    """Run scenario ``name`` (sized and with X-CID as :func:`scenario` says); write ``out``
+    (pcap), ``.log`` and ``.truth.json`` beside it."""
+    sc = scenario(name, calls, rate, x_cid, seed)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="sipflow-regen-") as tmp:
-        return asyncio.run(_run(sc, path, Path(tmp), seed))
+    has_tls = Transport.TLS in (sc.caller, sc.callee)
+    with (
+        tempfile.TemporaryDirectory(prefix="sipflow-regen-") as tmp,
+        WireEvidence(path, has_tls) as wire,
+    ):
+        result = asyncio.run(_run(sc, path, Path(tmp), seed, wire))
+    result.wire, result.wire_note = wire.pcap, wire.note
+    return result

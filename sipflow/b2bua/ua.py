@@ -3,12 +3,15 @@
 How this works: both are the B2BUA core with one leg. :class:`Uas` is a B2BUA whose
 calls have only an A leg: instead of routing it plays the behaviour named by the
 Request-URI user (``answer``, ``busy``, ``notfound``, ``ring`` forever, ``auth407``:
-challenge first, then answer), with times scheduled on the core's timer. Mid-dialog
-re-INVITEs (hold/unhold) are answered with SDP mirroring the offer's direction (RFC 3264
-§6.1: sendonly -> recvonly). :class:`Uac` is a B2BUA whose calls have only a B leg: it
-places the calls of a :class:`CallPlan` (to the B2BUA), then hangs up, cancels or puts
-the call on hold and back as the plan says. Everything the transactions and dialogs need
-(retransmissions, ACKs, CANCEL, BYE) is the core's.
+challenge first, then answer; ``transfer``: answer, then blind-transfer the caller with
+a REFER to ``answer-carol`` and hang up once the final NOTIFY says the target answered,
+RFC 5589 §6.1), with times scheduled on the core's timer. Mid-dialog re-INVITEs
+(hold/unhold, a B2BUA's media update after a transfer) are answered by both UAs with SDP
+mirroring the offer's direction (RFC 3264 §6.1: sendonly -> recvonly). :class:`Uac` is
+a B2BUA whose calls have only a B leg: it places the calls of a :class:`CallPlan` (to
+the B2BUA), then hangs up, cancels or puts the call on hold and back as the plan says.
+Everything the transactions and dialogs need (retransmissions, ACKs, CANCEL, BYE) is
+the core's.
 """
 
 from __future__ import annotations
@@ -25,14 +28,14 @@ from sipflow.b2bua.core import (
     Call,
     Leg,
     LegState,
-    Send,
 )
-from sipflow.b2bua.model import _Client
+from sipflow.b2bua.dialogs import Dialogs
+from sipflow.b2bua.model import _Client, _hostport
 from sipflow.errors import ParseError
 from sipflow.ingest.types import Endpoint, Transport
 from sipflow.sip import auth
 from sipflow.sip.message import SipRequest, SipResponse
-from sipflow.sip.transaction import MS, Verdict, key_of
+from sipflow.sip.transaction import MS, key_of
 
 
 def sdp(user: str, ip: str, port: int, direction: str = "sendrecv", crypto: bool = False) -> bytes:
@@ -65,6 +68,30 @@ def _direction(body: bytes) -> str:
     return "sendrecv"
 
 
+def answer_reinvite(
+    ua: Dialogs, leg: Leg, req: SipRequest, src: Endpoint, t: Transport, now: int
+) -> list[Action]:
+    """200 to a re-INVITE with SDP mirroring the offer's direction (RFC 3264 §6.1); its
+    ACK ends the 2xx retransmissions (the leg's INVITE key names the transaction)."""
+    mirrored = _MIRROR.get(_direction(req.body), "sendrecv")
+    user = "uas" if leg.role == "a" else "alice"
+    body = sdp(user, ua._local(t).ip, 30000 if leg.role == "a" else 40000, mirrored)
+    data = ua._response(req, 200, "OK", None, body, transport=t)
+    key = key_of(req)
+    if key is not None:
+        ua._a_invites[key] = leg
+        leg.invite_key = key
+    return [ua._answer(req, data, 200, src, t, now)]
+
+
+def _sipfrag_status(req: SipRequest) -> int | None:
+    """The status code of a NOTIFY's message/sipfrag body (RFC 3515 §2.4.5), or None."""
+    parts = req.body.split(b" ", 2)
+    if req.method != "NOTIFY" or len(parts) < 2 or parts[0] != b"SIP/2.0":
+        return None
+    return int(parts[1]) if parts[1].isdigit() else None
+
+
 def _config(listen: Listen, name: str, seed: int | None) -> Config:
     cfg = parse_config(
         {
@@ -83,7 +110,7 @@ def _config(listen: Listen, name: str, seed: int | None) -> Config:
 
 class Uas(B2BUA):
     """Answers as the Request-URI user says: ``answer`` / ``busy`` / ``notfound`` /
-    ``ring`` / ``auth407`` (a prefix of the user; e.g. ``answer-1``)."""
+    ``ring`` / ``auth407`` / ``transfer`` (a prefix of the user; e.g. ``answer-1``)."""
 
     def __init__(self, listen: Listen, seed: int | None = None, ring_ms: int = 200) -> None:
         super().__init__(_config(listen, "sipflow-uas", seed))
@@ -91,6 +118,10 @@ class Uas(B2BUA):
         self.password = "secret"
         self.realm = "sipflow.test"
         self.algorithm = auth.Algorithm.MD5
+        self.transfer_to = "answer-carol"
+        """The Refer-To user of ``transfer`` calls (routed by the B2BUA back to a UAS)."""
+        self.transfer_after = 300 * MS
+        """How long after the answer ``transfer`` calls send their REFER."""
 
     def _new_call(self, req: SipRequest, src: Endpoint, t: Transport, now: int) -> list[Action]:
         user = req.uri.split(":", 1)[-1].split("@", 1)[0]
@@ -113,8 +144,10 @@ class Uas(B2BUA):
         if behaviour == "busy":
             return out + self._fail_a(call, 486, "Busy Here", now)
         out += self._ringing(a, now)
-        if behaviour in ("answer", "auth407", "hold"):
+        if behaviour in ("answer", "auth407", "hold", "transfer"):
             self.schedule(now + self.ring, functools.partial(self._answer_call, a))
+        if behaviour == "transfer":
+            self.schedule(now + self.ring + self.transfer_after, functools.partial(self._refer, a))
         return out
 
     def _authorised(self, req: SipRequest) -> bool:
@@ -148,19 +181,34 @@ class Uas(B2BUA):
         a.state = LegState.ACTIVE
         return [self._answer(a.invite, data, 200, a.peer, a.transport, now)]
 
+    def _refer(self, a: Leg, now: int) -> list[Action]:
+        """Blind transfer (RFC 3515, RFC 5589 §6.1): REFER the caller to ``transfer_to``
+        at the host the dialog's remote target names (the B2BUA)."""
+        if a.call.done or not a.confirmed:
+            return []
+        host = _hostport(a.remote_target)
+        if host is None:
+            return []
+        local = self._local(a.transport)
+        extra = (
+            ("Refer-To", f"<sip:{self.transfer_to}@{host}>"),
+            ("Referred-By", f"<sip:bob@{local}>"),
+        )
+        a.cseq += 1
+        data = self._request(a, "REFER", a.cseq, self.ids.branch(), extra=extra)
+        return [self._client_send(a, "REFER", data, now, _Client(a, "REFER"))]
+
     def _local_request(
         self, leg: Leg, req: SipRequest, src: Endpoint, t: Transport, now: int
     ) -> list[Action]:
-        if req.method != "INVITE":
-            return [self._reply(req, 200, "OK", src, t, now)]
-        mirrored = _MIRROR.get(_direction(req.body), "sendrecv")
-        body = sdp("uas", self._local(t).ip, 30000, mirrored)
-        data = self._response(req, 200, "OK", None, body, transport=t)
-        key = key_of(req)
-        if key is not None:
-            self._a_invites[key] = leg
-            leg.invite_key = key
-        return [self._answer(req, data, 200, src, t, now)]
+        if req.method == "INVITE":
+            return answer_reinvite(self, leg, req, src, t, now)
+        out: list[Action] = [self._reply(req, 200, "OK", src, t, now)]
+        status = _sipfrag_status(req)
+        if status is not None and 200 <= status < 300 and leg.confirmed:
+            leg.call.ended_by = "callee"  # the transfer worked: the transferor hangs up
+            out += self._bye(leg, now) + self._end_call(leg.call, now)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,9 +267,10 @@ class Uac(B2BUA):
             local_uri=f'"Alice" <sip:alice@{local}>',
             remote_uri=f"<sip:{p.user}@{host}>",
             remote_target=target,
+            route=call.route,
         )
         call.b = b
-        call.b_call_ids.append(b.call_id)
+        call.b_legs.append(b)
         self._legs[(b.call_id, b.local_tag)] = b
         self.calls[call.uuid] = call
         self.placed += 1
@@ -246,21 +295,18 @@ class Uac(B2BUA):
         if p is None:
             return []
         if p.hold:
-            self.schedule(now + 300 * MS, lambda n: self._reinvite(b, "sendonly", n))
-            self.schedule(now + 600 * MS, lambda n: self._reinvite(b, "sendrecv", n))
+            self.schedule(now + 300 * MS, lambda n: self._hold(b, "sendonly", n))
+            self.schedule(now + 600 * MS, lambda n: self._hold(b, "sendrecv", n))
             self.schedule(now + 900 * MS, lambda n: self._hangup(b, n))
         elif p.hangup_ms is not None:
             self.schedule(now + p.hangup_ms * MS, lambda n: self._hangup(b, n))
         return []
 
-    def _reinvite(self, b: Leg, direction: str, now: int) -> list[Action]:
+    def _hold(self, b: Leg, direction: str, now: int) -> list[Action]:
         if b.call.done or not b.confirmed:
             return []
-        b.cseq += 1
-        local = self._local(b.transport)
-        body = sdp("alice", local.ip, 40000, direction)
-        data = self._request(b, "INVITE", b.cseq, self.ids.branch(), body)
-        return [self._client_send(b, "INVITE", data, now, _Client(b, "REINVITE"))]
+        body = sdp("alice", self._local(b.transport).ip, 40000, direction)
+        return [self._reinvite(b, body, now)]
 
     def _hangup(self, b: Leg, now: int) -> list[Action]:
         call = b.call
@@ -270,18 +316,10 @@ class Uac(B2BUA):
         out = self._bye(b, now)
         return out + self._end_call(call, now)
 
-    def _on_response(self, resp: SipResponse, now: int) -> list[Action]:
-        key = key_of(resp)
-        client = self._clients.get(key) if key is not None else None
-        if key is None or client is None or client.method != "REINVITE":
-            return super()._on_response(resp, now)
-        verdict, _ = self.txs.receive_response(key, resp.status, now)
-        leg = client.leg
-        if resp.status >= 200 and verdict is Verdict.NEW:
-            self._clients.pop(key, None)
-            if resp.status < 300:
-                return [self._ack_2xx(leg, now)]
-            return self._ack_failure(leg, resp, now)
-        if 200 <= resp.status < 300 and leg.ack_data:  # a re-sent 2xx: ACK again (§13.2.2.4)
-            return [Send(leg.ack_data, leg.peer, leg.transport)]
-        return []
+    def _local_request(
+        self, leg: Leg, req: SipRequest, src: Endpoint, t: Transport, now: int
+    ) -> list[Action]:
+        """The B2BUA's re-INVITE (after a transfer: the target's SDP) or other request."""
+        if req.method == "INVITE":
+            return answer_reinvite(self, leg, req, src, t, now)
+        return [self._reply(req, 200, "OK", src, t, now)]

@@ -62,6 +62,7 @@ def write_config(
     match: str = "^(.*)$",
     extra_route: str = "",
     top: str = "",
+    routes_before: str = "",
 ) -> None:
     wd = path.parent
     path.write_text(
@@ -82,6 +83,7 @@ transport = "tcp"
 host = "127.0.0.1"
 port = {port}
 
+{routes_before}
 [[route]]
 match = '{match}'
 target = "{target}"
@@ -160,4 +162,106 @@ def run_b2bua(
         _read_sipp("uac", uac_rc, wd),
         _read_sipp("uas", uas_rc, wd),
         b2bua.text(),
+    )
+
+
+@dataclass
+class TransferRun:
+    """SIPp alice -> B2BUA -> SIPp bob, who REFERs alice to SIPp carol via the B2BUA."""
+
+    transport: str
+    workdir: Path
+    ports: tuple[int, ...]
+    tcpdump: Path
+    pcap: Path
+    log: Path
+    truth: Path
+    alice: SippLog
+    bob: SippLog
+    carol: SippLog
+
+
+OWN_SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+
+
+def run_transfer(workdir: Path, calls: int, transport: str = "udp") -> TransferRun:
+    """Blind transfers through the B2BUA between three real SIPp processes: alice
+    (``uac_transferee.xml``), bob (``uas_transferor.xml``) and carol (``uas_answer.xml``);
+    the B2BUA routes users ``carol*`` to carol and every other user to bob."""
+    wd = workdir / f"{transport}_transfer"
+    wd.mkdir(parents=True, exist_ok=True)
+    ports = allocate_ports()
+    bob, _alice, b2b, _media = ports
+    carol_ports = allocate_ports()
+    carol = carol_ports[0]
+    sc = Scenario(
+        f"{transport}_transfer",
+        str(OWN_SCENARIOS / "uac_transferee.xml"),
+        str(OWN_SCENARIOS / "uas_transferor.xml"),
+        calls,
+        rate=5,
+        transport=transport,
+        proxy=True,
+    )
+    carol_sc = Scenario("carol", "uac_answer.xml", "uas_answer.xml", calls, transport=transport)
+    cfg = wd / "b2bua.toml"
+    t = transport
+    carol_route = f"""[[route]]
+match = '^(carol.*)$'
+target = "sip:\\\\1@127.0.0.1:{carol};transport={t}"
+transport = "{t}"
+"""
+    write_config(cfg, b2b, f"sip:\\\\1@127.0.0.1:{bob};transport={t}", t, routes_before=carol_route)
+    bpf = " or ".join(f"port {p}" for p in (*ports[:3], carol))
+    tcpdump = wd / "tcpdump.pcap"
+    carol_wd = wd / "carol"
+    carol_wd.mkdir(exist_ok=True)
+    with ExitStack() as stack:
+        stack.enter_context(capture("tcpdump-lo", tcpdump, bpf, wd))
+        argv = [
+            sys.executable,
+            "-c",
+            "from sipflow.cli import main; main()",
+            "b2bua",
+            "-c",
+            str(cfg),
+        ]
+        b2bua = Proc.start("b2bua", argv, wd)
+        stack.callback(b2bua.stop, signal.SIGINT, 10)
+        wait_for(
+            lambda: port_bound(b2b, t, False) or b2bua.popen.poll() is not None,
+            15,
+            "the B2BUA to listen",
+        )
+        if b2bua.popen.poll() is not None:
+            raise PeerError(f"b2bua exited: {b2bua.text()[-2000:]}")
+        procs = {}
+        for name, scen, prts, where in (
+            ("carol", carol_sc, carol_ports, carol_wd),
+            ("bob", sc, ports, wd),
+        ):
+            proc = Proc.start(f"sipp-{name}", _sipp_argv(scen, "uas", prts, where), where)
+            stack.callback(proc.stop, signal.SIGTERM, 5)
+            wait_for(lambda p=prts[0]: port_bound(p, t, False), 10, f"SIPp {name} to listen")
+            procs[name] = proc
+        alice = Proc.start("sipp-uac", _sipp_argv(sc, "uac", ports, wd), wd)
+        alice_rc = alice.wait(sc.uac_timeout)
+        rcs = {}
+        for name, proc in procs.items():
+            try:
+                rcs[name] = proc.popen.wait(8)
+            except subprocess.TimeoutExpired:
+                rcs[name] = proc.stop(signal.SIGINT, 5)
+        b2bua.stop(signal.SIGINT, 10)
+    return TransferRun(
+        transport,
+        wd,
+        (*ports, carol),
+        tcpdump,
+        wd / "b2bua.pcap",
+        wd / "b2bua.log",
+        wd / "b2bua.truth.json",
+        _read_sipp("uac", alice_rc, wd),
+        _read_sipp("uas", rcs["bob"], wd),
+        _read_sipp("uas", rcs["carol"], carol_wd),
     )

@@ -30,6 +30,7 @@ EXPECTED = {
     "noanswer": ("no-answer", 408),
     "auth407": ("answered", 200),
     "hold": ("answered", 200),
+    "transfer": ("answered", 200),
     "load": ("answered", 200),
 }
 
@@ -63,7 +64,8 @@ def test_analyze_finds_the_truths_calls(regen_run: Callable[[str], RegenResult],
     assert {c["final_code"] for c in truth["calls"]} == {code}
     assert r.dropped == {"uac": {}, "b2bua": {}, "uas": {}}
     want = {cid for c in truth["calls"] for cid in c["call_ids"]}
-    assert len(want) == 2 * n  # own Call-ID per leg
+    legs = 3 if name == "transfer" else 2  # a transfer's target is one more leg
+    assert len(want) == legs * n  # own Call-ID per leg
     for path in (r.pcap, r.log):
         trace = sipflow.analyze([path])
         found = {cid: c for c in trace.call_records for cid in c.call_ids}
@@ -138,3 +140,61 @@ def test_cli_list_and_run(tmp_path: Path) -> None:
         [*cli, "nosuch", "-o", str(out)], capture_output=True, text=True, timeout=60
     )
     assert bad.returncode == 2 and "unknown scenario" in bad.stderr
+
+
+def test_transfer_is_a_blind_transfer_and_one_story(
+    regen_run: Callable[[str], RegenResult],
+) -> None:
+    """RFC 3515 / RFC 5589 §6.1 on the wire, and the analyser ties the target's leg to the
+    transferor's by the REFER (role ``transfer``), in the pcap and in the log."""
+    r = regen_run("transfer")
+    (call,) = _truth(r)["calls"]
+    a_id, b_id, c_id = call["call_ids"]
+    assert [b["role"] for b in call["b_legs"]] == ["b-leg", "transfer"]
+    (xfer,) = call["transfers"]
+    assert (xfer["by"], xfer["call_id"], xfer["final_code"]) == (b_id, c_id, 200)
+    msgs = sipflow.analyze([r.pcap], Options(keep_messages=True)).message_list
+
+    def on(cid: str) -> list[tuple[str, int | str]]:
+        return [
+            (m.method, m.cseq.method if m.cseq else "")
+            if isinstance(m, SipRequest)
+            else (str(m.status), m.cseq.method if m.cseq else "")
+            for m in msgs
+            if m.call_id == cid
+        ]
+
+    b_flow = on(b_id)
+    assert b_flow.index(("REFER", "REFER")) < b_flow.index(("202", "REFER"))
+    assert b_flow.count(("NOTIFY", "NOTIFY")) == 2 and b_flow[-2:] == [
+        ("BYE", "BYE"),
+        ("200", "BYE"),
+    ]
+    notifies = [m for m in msgs if isinstance(m, SipRequest) and m.method == "NOTIFY"]
+    assert [m.body for m in notifies] == [b"SIP/2.0 100 Trying\r\n", b"SIP/2.0 200 OK\r\n"]
+    assert [m.headers.get("subscription-state") for m in notifies] == [
+        "active;expires=60",
+        "terminated;reason=noresource",
+    ]
+    (refer,) = [m for m in msgs if isinstance(m, SipRequest) and m.method == "REFER"]
+    (c_inv,) = [
+        m for m in msgs if isinstance(m, SipRequest) and m.call_id == c_id and m.method == "INVITE"
+    ]
+    assert c_inv.headers.get("referred-by") == refer.headers.get("referred-by")
+    assert refer.headers.get("refer-to") == f"<{xfer['refer_to']}>"
+    # the caller is re-INVITEd with the target's SDP (media passes through)
+    c_ok = [m for m in msgs if isinstance(m, SipResponse) and m.call_id == c_id and m.status == 200]
+    reinvites = [
+        m
+        for m in msgs
+        if isinstance(m, SipRequest) and m.method == "INVITE" and m.call_id == a_id and m.to_tag
+    ]
+    assert [m.body for m in reinvites] == [c_ok[0].body]
+    for path in (r.pcap, r.log):
+        (story,) = sipflow.analyze([path]).to_dict()["calls"]
+        roles = {
+            leg["call_id"]: (leg["role"], leg["linked_to"], leg["rule"]) for leg in story["legs"]
+        }
+        assert roles[c_id] == ("transfer", b_id, "refer"), path
+        assert roles[a_id][0] == "a-leg" and roles[b_id][:2] == ("b-leg", a_id), path
+        assert story["outcome"] == "answered" and story["ended_by"] == "caller", path
