@@ -4,7 +4,8 @@ How this works: :func:`g711_table` builds the 256-entry decode table of ITU-T G.
 (mu-law: §2 Table 2a, A-law: Table 1a, 16-bit linear output, as sox and most decoders
 scale it). :class:`AudioSink` is a media sink for :func:`sipflow.ingest.capture.read_capture`
 that keeps the payload bytes of the chosen streams only (the audio being exported, never
-the rest of the capture). :func:`assemble` places every packet's samples at its RTP
+the rest of the capture), decrypting SRTP streams with the keys the SRTP stage found
+(:mod:`sipflow.rtp.decrypt`). :func:`assemble` places every packet's samples at its RTP
 timestamp offset from the stream's first packet, so a lost packet is silence of its length
 and a duplicate overwrites itself; one table lookup decodes the whole stream.
 :func:`export_call_audio` (the library side of ``sipflow audio FILE --call ID -o DIR``)
@@ -21,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sipflow.rtp.columns import MediaBatch, media_kind, rtp_headers, ts_diff
+from sipflow.rtp.decrypt import StreamDecryptor, pylibsrtp_module, rtp_payload
 from sipflow.rtp.streams import RtpStream
 
 __all__ = ["AudioSink", "assemble", "export_call_audio", "g711_table"]
@@ -56,12 +58,22 @@ class _Packets:
 
 class AudioSink:
     """Media sink that keeps the G.711 payloads of the streams ``keys``:
-    (src ip, src port, dst ip, dst port, ssrc) as :class:`RtpStream` shows them."""
+    (src ip, src port, dst ip, dst port, ssrc) as :class:`RtpStream` shows them. An SRTP
+    stream is decrypted with the keys the SRTP stage found (``RtpStream.srtp_keys``);
+    one that could not be decrypted is left out (its payload is ciphertext)."""
 
     def __init__(self, streams: list[RtpStream]) -> None:
+        lib = pylibsrtp_module() if any(s.srtp_keys for s in streams) else None
+        self.decrypt = {
+            s.id: StreamDecryptor(s.srtp_keys, lib) for s in streams if s.srtp_keys and lib
+        }
+        streams = [s for s in streams if s.srtp is None or s.id in self.decrypt]
         self.want = {(s.src.ip, s.src.port, s.dst.ip, s.dst.port, s.ssrc): s.id for s in streams}
         self.ports = np.array(sorted({s.src.port for s in streams}), np.int64)
         self.got: dict[int, _Packets] = {}
+
+    def announce(self, payload: bytes) -> None:
+        """SDP on the way: G.711 (PT 0, 8) is always found by content, nothing to learn."""
 
     def feed(self, batch: MediaBatch) -> None:
         rows = np.flatnonzero(np.isin(batch.sport, self.ports))
@@ -71,22 +83,35 @@ class AudioSink:
         rows = np.flatnonzero(media_kind(b.head, b.length) == 1)
         b = b.take(rows)
         h = rtp_headers(b.buf, b.offset, b.length, b.head)
-        ok = h.valid & ((h.pt == PCMU) | (h.pt == PCMA))
         from sipflow.ingest.decode import addr_text
 
-        for i in np.flatnonzero(ok).tolist():
+        for i in np.flatnonzero((h.pt == PCMU) | (h.pt == PCMA)).tolist():
             v = 4 if int(b.version[i]) == 4 else 16
             key = (addr_text(b.src[i, :v].tobytes()), int(b.sport[i]),
                    addr_text(b.dst[i, :v].tobytes()), int(b.dport[i]), int(h.ssrc[i]))  # fmt: skip
             sid = self.want.get(key)
             if sid is None:
                 continue
-            p = self.got.setdefault(sid, _Packets())
-            off, n = int(h.data_offset[i]), int(h.data_len[i])
-            p.rts.append(h.ts[i : i + 1])
-            p.pt.append(h.pt[i : i + 1])
-            p.sizes.append(np.array([n], np.int64))
-            p.data.append(b.buf[off : off + n].tobytes())
+            dec = self.decrypt.get(sid)
+            if dec is not None:
+                self._srtp(sid, dec, b, i)
+            elif h.valid[i]:
+                off, n = int(h.data_offset[i]), int(h.data_len[i])
+                self._keep(sid, int(h.pt[i]), int(h.ts[i]), b.buf[off : off + n].tobytes())
+
+    def _srtp(self, sid: int, dec: StreamDecryptor, b: MediaBatch, i: int) -> None:
+        off = int(b.offset[i])
+        clear = dec.unprotect(b.buf[off : off + int(b.length[i])].tobytes(), int(b.frame[i]))
+        found = rtp_payload(clear) if clear is not None else None
+        if found is not None:
+            self._keep(sid, *found)
+
+    def _keep(self, sid: int, pt: int, rts: int, data: bytes) -> None:
+        p = self.got.setdefault(sid, _Packets())
+        p.rts.append(np.array([rts], np.int64))
+        p.pt.append(np.array([pt], np.int64))
+        p.sizes.append(np.array([len(data)], np.int64))
+        p.data.append(data)
 
 
 def assemble(

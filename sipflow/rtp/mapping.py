@@ -10,6 +10,10 @@ an announced address is mapped by its source (symmetric RTP, RFC 4961) with a
 latching SBC rewrote it). The other way round - the destination announced, the source
 not - is noted too (media arrives from an address other than announced).
 
+Between placing (:func:`place_streams`) and scoring, an optional SRTP stage
+(:class:`~sipflow.rtp.decrypt.Srtp`) decrypts the SRTP streams whose SDES keys the SDP
+showed, so their decrypted RTCP (round trip time) feeds the MOS.
+
 Per call and direction :func:`map_streams` gives a ``quality`` dict: packets, lost, loss %,
 jitter, MOS (:mod:`sipflow.rtp.mos`), and ``one_way``. A direction the SDP expects
 (RFC 3264 §6.1 directions) without any stream is ``rtp.one_way_audio`` (one direction
@@ -21,7 +25,7 @@ one-way audio).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sipflow.findings import Finding, Ref, Severity
 from sipflow.rtp import mos as mos_mod
@@ -31,7 +35,7 @@ if TYPE_CHECKING:
     from sipflow.correlate.calls import CallRecord
     from sipflow.sdp.media import CallMedia, MediaExchange, MediaLine
 
-__all__ = ["Announced", "map_streams", "rtp_rows"]
+__all__ = ["Announced", "Placed", "SrtpStage", "map_streams", "place_streams", "rtp_rows"]
 
 NS = 1_000_000_000
 SLACK = 5 * NS  # media may start before the 200 OK (early media) and outlive the BYE
@@ -113,38 +117,62 @@ def _direction(a: Announced) -> str:
     return "to-" + a.receiver
 
 
+Placed = tuple[RtpStream, Announced | None, str | None]
+"""A stream, the SDP address it was mapped to (None: unmapped) and the NAT note, if any."""
+
+
+class SrtpStage(Protocol):
+    """Decrypts the placed streams that SDES keys allow (:class:`sipflow.rtp.decrypt.Srtp`):
+    returns them with ``srtp``/``rtcp`` filled in, and its findings."""
+
+    def __call__(
+        self, placed: list[Placed], media: list[CallMedia]
+    ) -> tuple[list[Placed], list[Finding]]: ...
+
+
+def place_streams(
+    streams: list[RtpStream], calls: list[CallRecord], media: list[CallMedia]
+) -> list[Placed]:
+    """Each stream with the announced address it belongs to (by destination, else by
+    source with a NAT note), in the order given."""
+    table = _announced(calls, media)
+    out: list[Placed] = []
+    for st in streams:
+        a = _pick(table.get((st.dst.ip, st.dst.port), []), st)
+        note = None
+        if a is None:
+            a = _pick_by_source(table, st)
+            if a is not None:
+                note = "sent to an address other than announced"
+        elif not _source_announced(a, st):
+            note = "arrives from an address other than announced"
+        out.append((st, a, note))
+    return out
+
+
 def map_streams(
     streams: list[RtpStream],
     calls: list[CallRecord],
     media: list[CallMedia],
     sources_with_rtp: set[int] | None = None,
+    srtp: SrtpStage | None = None,
 ) -> tuple[list[RtpStream], list[dict[str, Any]], list[Finding]]:
     """Streams with call/leg/direction/codec/MOS filled in, one ``quality`` dict per call
-    (same order as ``calls``), and the findings (one-way, no audio, NAT/latching)."""
-    table = _announced(calls, media)
-    by_addr = table
-    out: list[RtpStream] = []
+    (same order as ``calls``), and the findings (one-way, no audio, NAT/latching, and the
+    ``srtp`` stage's). ``srtp`` runs between placing and scoring, so the RTCP figures it
+    decrypts feed the MOS."""
+    placed = place_streams(streams, calls, media)
     findings: list[Finding] = []
+    if srtp is not None:
+        placed, found = srtp(placed, media)
+        findings.extend(found)
+    out: list[RtpStream] = []
     mapped: dict[int, list[tuple[RtpStream, Announced]]] = {}
-    for st in streams:
-        a = _pick(by_addr.get((st.dst.ip, st.dst.port), []), st)
-        note = None
-        if a is None:
-            a = _pick_by_source(by_addr, st)
-            if a is not None:
-                note = "sent to an address other than announced"
-        elif not _source_announced(a, st):
-            note = "arrives from an address other than announced"
+    for st, a, note in placed:
         if a is None:
             out.append(st)
             continue
-        codec, clock, ptime = _codec(a.line, st)
-        st = _with_clock(st, clock)
-        rtt = (st.rtcp or {}).get("rtt_ms") or {}
-        score = mos_mod.mos(codec, st.loss_pct, st.mean_jitter_ms, ptime, rtt.get("max"))
-        st = replace(
-            st, call=a.call, leg=a.exchange.leg, direction=_direction(a), codec=codec, mos=score
-        )
+        st = _scored(st, a)
         out.append(st)
         mapped.setdefault(a.call, []).append((st, a))
         if note:
@@ -154,6 +182,17 @@ def map_streams(
         for i, (c, m) in enumerate(zip(calls, media, strict=True))
     ]
     return out, quality, findings
+
+
+def _scored(st: RtpStream, a: Announced) -> RtpStream:
+    """The stream with its call, leg, direction, codec, clock and MOS."""
+    codec, clock, ptime = _codec(a.line, st)
+    st = _with_clock(st, clock)
+    rtt = (st.rtcp or {}).get("rtt_ms") or {}
+    score = mos_mod.mos(codec, st.loss_pct, st.mean_jitter_ms, ptime, rtt.get("max"))
+    return replace(
+        st, call=a.call, leg=a.exchange.leg, direction=_direction(a), codec=codec, mos=score
+    )
 
 
 def _pick_by_source(by_addr: AddrTable, st: RtpStream) -> Announced | None:
@@ -295,6 +334,9 @@ RTP_COLUMNS = (
     "leg",
     "direction",
     "mos",
+    "srtp",
+    "srtp_authenticated",
+    "srtp_auth_failed",
 )
 
 
@@ -329,6 +371,9 @@ def rtp_rows(streams: list[RtpStream]) -> list[dict[str, Any]]:
             "leg": s.leg,
             "direction": s.direction,
             "mos": s.mos,
+            "srtp": s.srtp["method"] if s.srtp else None,
+            "srtp_authenticated": s.srtp["authenticated"] if s.srtp else None,
+            "srtp_auth_failed": s.srtp["auth_failed"] if s.srtp else None,
         }
         for s in streams
     ]

@@ -8,18 +8,20 @@ highest sequence number, interarrival jitter (timestamp units), LSR/DLSR for rou
 time (§6.4.1: RTT = A - LSR - DLSR, in 1/65536 s). XR VoIP Metrics blocks (RFC 3611
 §4.7) give loss/discard rates, delays, R factors and MOS as the endpoint computed them.
 SRTCP (RFC 3711 §3.4) looks the same up to the first packet; what follows is encrypted
-and counted as ``encrypted`` rather than misread. With rtcp-mux (RFC 5761) RTCP shares
+and is only read once decrypted (:mod:`sipflow.rtp.decrypt`). With rtcp-mux (RFC 5761) RTCP shares
 the RTP port; classification is by packet type, so nothing changes here.
+:class:`RtcpFolder` folds parsed packets into one :class:`RtcpView` per stream.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 from sipflow.errors import ParseError
 
-__all__ = ["ReportBlock", "RtcpPacket", "VoipMetrics", "parse_compound"]
+__all__ = ["ReportBlock", "RtcpFolder", "RtcpPacket", "RtcpView", "VoipMetrics", "parse_compound"]
 
 SR, RR, SDES, BYE, APP, RTPFB, PSFB, XR = 200, 201, 202, 203, 204, 205, 206, 207
 NAMES = {SR: "SR", RR: "RR", SDES: "SDES", BYE: "BYE", APP: "APP", RTPFB: "RTPFB",
@@ -173,3 +175,98 @@ def ntp_middle(ts_ns: int) -> int:
     seconds = ts_ns // 1_000_000_000 + 2_208_988_800
     frac = ((ts_ns % 1_000_000_000) << 16) // 1_000_000_000
     return ((seconds & 0xFFFF) << 16) | frac
+
+
+# -- per-stream summary ---------------------------------------------------------------------
+
+SR_MEMORY = 1_000_000  # SR times remembered for RTT, at most
+
+
+@dataclass
+class RtcpView:
+    """What RTCP said about one stream: the receiver's report blocks about it, and the
+    sender's own SR counts. Keyed by (SSRC, sender IP, receiver IP) of the stream."""
+
+    reports: int = 0
+    fraction_lost_max: float = 0.0
+    cumulative_lost: int | None = None
+    jitter_max: int = 0
+    """Timestamp units, as the receiver computed it (RFC 3550 §6.4.1)."""
+    rtt_min_ms: float | None = None
+    rtt_max_ms: float | None = None
+    sr: int = 0
+    sender_packets: int | None = None
+    sender_octets: int | None = None
+    xr: dict[str, Any] | None = None
+
+    def add_rtt(self, rtt: float) -> None:
+        self.rtt_min_ms = rtt if self.rtt_min_ms is None else min(self.rtt_min_ms, rtt)
+        self.rtt_max_ms = rtt if self.rtt_max_ms is None else max(self.rtt_max_ms, rtt)
+
+    def to_dict(self, clock: int) -> dict[str, Any]:
+        lo, hi = self.rtt_min_ms, self.rtt_max_ms
+        return {
+            "reports": self.reports,
+            "fraction_lost_max": round(self.fraction_lost_max, 4),
+            "cumulative_lost": self.cumulative_lost,
+            "max_jitter_ms": round(self.jitter_max * 1000.0 / clock, 3),
+            "rtt_ms": {"min": round(lo, 3), "max": round(hi, 3)}
+            if lo is not None and hi is not None
+            else None,
+            "sender_reports": self.sr,
+            "sender_packets": self.sender_packets,
+            "sender_octets": self.sender_octets,
+            "xr_voip": self.xr,
+        }
+
+
+class RtcpFolder:
+    """RTCP packets folded into a :class:`RtcpView` per stream, RTT from SR/RR pairs."""
+
+    def __init__(self) -> None:
+        self._views: dict[tuple[int, str, str], RtcpView] = {}
+        self._sr_seen: dict[tuple[int, int], int] = {}
+        """(SSRC, middle 32 bits of an SR's NTP time) -> capture time (ns) of that SR."""
+
+    def view(self, ssrc: int, src: str, dst: str) -> RtcpView | None:
+        """What RTCP said about the stream ``ssrc`` sent from ``src`` to ``dst`` (IPs)."""
+        return self._views.get((ssrc, src, dst))
+
+    def _at(self, ssrc: int, src: str, dst: str) -> RtcpView:
+        return self._views.setdefault((ssrc, src, dst), RtcpView())
+
+    def fold(self, packets: list[RtcpPacket], src: str, dst: str, ts: int) -> None:
+        """One compound packet sent from ``src`` to ``dst`` (IPs), captured at ``ts`` (ns)."""
+        for p in packets:
+            self._sender(p, src, dst, ts)
+            for rb in p.reports:  # about the stream rb.ssrc that flows dst -> src
+                self._report(rb, self._at(rb.ssrc, dst, src), ts)
+            for vm in p.voip:
+                self._at(vm.ssrc, dst, src).xr = {
+                    "loss_rate": vm.loss_rate,
+                    "discard_rate": vm.discard_rate,
+                    "round_trip_ms": vm.round_trip_ms,
+                    "r_factor": vm.r_factor,
+                    "mos_lq": vm.mos_lq,
+                    "mos_cq": vm.mos_cq,
+                }
+
+    def _sender(self, p: RtcpPacket, src: str, dst: str, ts: int) -> None:
+        if p.pt != SR or p.ntp is None:
+            return
+        view = self._at(p.ssrc, src, dst)
+        view.sr += 1
+        view.sender_packets, view.sender_octets = p.sender_packets, p.sender_octets
+        if len(self._sr_seen) < SR_MEMORY:
+            self._sr_seen[(p.ssrc, (p.ntp >> 16) & 0xFFFFFFFF)] = ts
+
+    def _report(self, rb: ReportBlock, view: RtcpView, ts: int) -> None:
+        view.reports += 1
+        view.fraction_lost_max = max(view.fraction_lost_max, rb.fraction_lost)
+        view.cumulative_lost = rb.cumulative_lost
+        view.jitter_max = max(view.jitter_max, rb.jitter)
+        sent = self._sr_seen.get((rb.ssrc, rb.lsr)) if rb.lsr else None
+        if sent is not None:  # RFC 3550 §6.4.1 RTT, both ends timed by the capture
+            rtt = (ts - sent) / 1e6 - rb.dlsr * 1000.0 / 65536.0
+            if rtt >= 0:  # negative: the capture point is not beside the SR's sender
+                view.add_rtt(rtt)

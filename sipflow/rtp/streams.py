@@ -37,6 +37,7 @@ import numpy.typing as npt
 from sipflow.errors import ParseError
 from sipflow.ingest.types import Endpoint
 from sipflow.rtp import rtcp as rtcp_mod
+from sipflow.rtp.announced import AnnouncedMedia
 from sipflow.rtp.codecs import CANDIDATE_CLOCKS, static_clock, static_name
 from sipflow.rtp.columns import (
     KIND_NAMES,
@@ -48,6 +49,7 @@ from sipflow.rtp.columns import (
     seq_diff,
     ts_diff,
 )
+from sipflow.sdp.srtp import MasterKey
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -107,6 +109,12 @@ class RtpStream:
     direction: str | None = None
     mos: float | None = None
     rtcp: dict[str, Any] | None = None
+    srtp: dict[str, Any] | None = None
+    """SRTP of the stream (:mod:`sipflow.rtp.decrypt`): method, suite, tag and packets
+    authenticated / failed / decrypted; None for plain RTP or an unmapped stream."""
+    srtp_keys: tuple[MasterKey, ...] = field(default=(), repr=False, compare=False)
+    """The sender's SDES keys, the one that authenticated first (in memory only, for
+    the audio export; never output)."""
 
     @property
     def loss_pct(self) -> float:
@@ -138,6 +146,7 @@ class RtpStream:
             "direction": self.direction,
             "mos": None if self.mos is None else round(self.mos, 2),
             "rtcp": self.rtcp,
+            "srtp": self.srtp,
         }
 
 
@@ -216,60 +225,37 @@ class _Meta:
     events (dynamic payload type, 4-byte payloads), at most EVENTS_PER_STREAM."""
 
 
-@dataclass
-class _RtcpView:
-    """What RTCP said about one stream: the receiver's report blocks about it, and the
-    sender's own SR counts. Keyed by (SSRC, sender IP, receiver IP) of the stream."""
-
-    reports: int = 0
-    fraction_lost_max: float = 0.0
-    cumulative_lost: int | None = None
-    jitter_max: int = 0
-    """Timestamp units, as the receiver computed it (RFC 3550 §6.4.1)."""
-    rtt_ms: list[float] = field(default_factory=list)
-    sr: int = 0
-    sender_packets: int | None = None
-    sender_octets: int | None = None
-    xr: dict[str, Any] | None = None
-
-    def to_dict(self, clock: int) -> dict[str, Any]:
-        rtt = self.rtt_ms
-        return {
-            "reports": self.reports,
-            "fraction_lost_max": round(self.fraction_lost_max, 4),
-            "cumulative_lost": self.cumulative_lost,
-            "max_jitter_ms": round(self.jitter_max * 1000.0 / clock, 3),
-            "rtt_ms": {"min": round(min(rtt), 3), "max": round(max(rtt), 3)} if rtt else None,
-            "sender_reports": self.sr,
-            "sender_packets": self.sender_packets,
-            "sender_octets": self.sender_octets,
-            "xr_voip": self.xr,
-        }
-
-
 class RtpCollector:
     """The RTP stage: feed it every chunk's :class:`MediaBatch`, then :meth:`finish`."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         """Payloads seen, by :class:`~sipflow.rtp.columns.MediaKind` name, plus
-        ``rtp_malformed`` (lengths that do not add up) and ``rtcp_malformed``."""
+        ``rtp_malformed`` (lengths that do not add up), ``rtcp_malformed`` and
+        ``rtp_by_sdp`` (RTP that content alone refused, found through announced SDP)."""
         self._ids: dict[tuple[int, ...], int] = {}
         self._a = _Arrays()
         self._meta: list[_Meta] = []
-        self._rtcp: dict[tuple[int, str, str], _RtcpView] = {}
-        self._sr_seen: dict[tuple[int, int], int] = {}
-        """(SSRC, middle 32 bits of an SR's NTP time) -> capture time (ns) of that SR."""
+        self._rtcp = rtcp_mod.RtcpFolder()
+        self.announced = AnnouncedMedia()
+        """RTP addresses the SIP read so far announced (found even where content is not)."""
         self._ep: dict[tuple[bytes, int, int], Endpoint] = {}
         self._public: list[int] = []
 
     # -- intake ---------------------------------------------------------------------------
+
+    def announce(self, payload: bytes) -> None:
+        """A SIP payload with SDP, seen before the media of its chunk (sipflow.rtp.announced)."""
+        self.announced.add_sip(payload)
 
     def feed(self, batch: MediaBatch) -> None:
         """Classify one chunk's non-SIP payloads and fold the RTP/RTCP ones in."""
         if len(batch) == 0:
             return
         kinds = media_kind(batch.head, batch.length)
+        rescued = self.announced.rescue(batch, kinds)
+        if rescued:
+            self.counts["rtp_by_sdp"] += rescued
         for kind, count in zip(*np.unique(kinds, return_counts=True), strict=True):
             self.counts[KIND_NAMES[MediaKind(int(kind))]] += int(count)
         rtp = np.flatnonzero(kinds == MediaKind.RTP)
@@ -349,38 +335,7 @@ class RtpCollector:
         version = int(b.version[j])
         src = self._endpoint(b.src[j], version, int(b.sport[j])).ip
         dst = self._endpoint(b.dst[j], version, int(b.dport[j])).ip
-        ts = int(b.ts[j])
-        for p in packets:
-            self._fold_rtcp(p, src, dst, ts)
-
-    def _fold_rtcp(self, p: rtcp_mod.RtcpPacket, src: str, dst: str, ts: int) -> None:
-        if p.pt == rtcp_mod.SR and p.ntp is not None:
-            view = self._rtcp.setdefault((p.ssrc, src, dst), _RtcpView())
-            view.sr += 1
-            view.sender_packets, view.sender_octets = p.sender_packets, p.sender_octets
-            if len(self._sr_seen) < 1_000_000:
-                self._sr_seen[(p.ssrc, (p.ntp >> 16) & 0xFFFFFFFF)] = ts
-        for rb in p.reports:  # about the stream rb.ssrc that flows dst -> src
-            view = self._rtcp.setdefault((rb.ssrc, dst, src), _RtcpView())
-            view.reports += 1
-            view.fraction_lost_max = max(view.fraction_lost_max, rb.fraction_lost)
-            view.cumulative_lost = rb.cumulative_lost
-            view.jitter_max = max(view.jitter_max, rb.jitter)
-            sent = self._sr_seen.get((rb.ssrc, rb.lsr)) if rb.lsr else None
-            if sent is not None:  # RFC 3550 §6.4.1 RTT, both ends timed by the capture
-                rtt = (ts - sent) / 1e6 - rb.dlsr * 1000.0 / 65536.0
-                if rtt >= 0:  # negative: the capture point is not beside the SR's sender
-                    view.rtt_ms.append(rtt)
-        for vm in p.voip:
-            view = self._rtcp.setdefault((vm.ssrc, dst, src), _RtcpView())
-            view.xr = {
-                "loss_rate": vm.loss_rate,
-                "discard_rate": vm.discard_rate,
-                "round_trip_ms": vm.round_trip_ms,
-                "r_factor": vm.r_factor,
-                "mos_lq": vm.mos_lq,
-                "mos_cq": vm.mos_cq,
-            }
+        self._rtcp.fold(packets, src, dst, int(b.ts[j]))
 
     # -- results ----------------------------------------------------------------------------
 
@@ -406,7 +361,7 @@ class RtpCollector:
         )
         known = m.clocks[0] == m.clocks[-1]
         first_pt = next(iter(m.pts))
-        rtcp = self._rtcp.get((m.ssrc, m.src.ip, m.dst.ip))
+        rtcp = self._rtcp.view(m.ssrc, m.src.ip, m.dst.ip)
         return RtpStream(
             id=gid,
             source=m.source,

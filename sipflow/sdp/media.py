@@ -4,20 +4,29 @@ How this works: :func:`media_exchange` turns one :class:`~sipflow.sdp.offer_answ
 into a :class:`MediaExchange`: per m-line the offered and negotiated formats, ptime, the
 telephone-event payload type and both fmtp ranges, directions, ``address:port`` per side,
 rtcp-mux, ICE, SRTP method (none / SDES / DTLS) and the answer's crypto line without its
-key. :class:`CallMedia` holds a call's exchanges, findings and one-line summary;
-:func:`sdp_rows` flattens it for the ``trace.sdp`` DataFrame. Pure values, no I/O.
+key (the keys themselves ride along, in memory only, in ``MediaLine.sdes`` for SRTP
+decryption: :class:`~sipflow.sdp.srtp.SdesKeys`). :class:`CallMedia` holds a call's
+exchanges, findings and one-line summary; :func:`sdp_rows` flattens it for the
+``trace.sdp`` DataFrame. Pure values, no I/O.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sipflow.findings import Finding, Ref
 from sipflow.sdp.model import Format, MediaSection, Sdp
 from sipflow.sdp.offer_answer import Exchange, Status
-from sipflow.sdp.srtp import CryptoAttr, SrtpMethod, is_dtls_proto, is_secure_proto
+from sipflow.sdp.srtp import (
+    CryptoAttr,
+    SdesKeys,
+    SrtpMethod,
+    is_dtls_proto,
+    is_secure_proto,
+    sdes_keys,
+)
 from sipflow.sip.message import SipMessage
 
 TELEPHONE_EVENT = "telephone-event"
@@ -59,6 +68,9 @@ class MediaLine:
     """The answer's crypto line (keys are never kept)."""
     setup: str | None
     """DTLS ``offer-setup/answer-setup``, e.g. ``actpass/active``."""
+    sdes: SdesKeys | None = field(default=None, repr=False, compare=False)
+    """SDES key material of both sides, in memory only, for SRTP decryption
+    (:mod:`sipflow.rtp.decrypt`); never in ``to_dict`` or any other output."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -253,7 +265,14 @@ def _line(ex: Exchange, i: int) -> MediaLine:
         srtp=method,
         crypto=crypto,
         setup=_setup(offer, ans, i),
+        sdes=_sdes(osec, asec) if method is SrtpMethod.SDES else None,
     )
+
+
+def _sdes(osec: MediaSection, asec: MediaSection | None) -> SdesKeys | None:
+    """The keys of both sides' ``a=crypto`` lines (RFC 4568), kept apart from the output."""
+    answer = tuple(a.value for a in asec.attrs("crypto")) if asec is not None else ()
+    return sdes_keys(tuple(a.value for a in osec.attrs("crypto")), answer)
 
 
 def media_exchange(ex: Exchange, nearest: bool) -> MediaExchange:

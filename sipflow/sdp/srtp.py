@@ -1,9 +1,11 @@
 """SRTP keying in SDP: SDES crypto lines (RFC 4568) and DTLS-SRTP (RFC 5763/5764/8842).
 
 How this works: :func:`parse_crypto` splits ``a=crypto:<tag> <suite> <key-params>
-[<session-params>]`` (RFC 4568 §9.1 ABNF) into a :class:`CryptoAttr`. The key itself is
-never kept: only the length of the decoded ``key||salt`` octets, so nothing sipflow
-prints or stores can leak a media key. :data:`SUITES` gives the expected ``key||salt``
+[<session-params>]`` (RFC 4568 §9.1 ABNF) into a :class:`CryptoAttr`, which never holds the
+key: only the length of the decoded ``key||salt`` octets, so nothing sipflow prints or
+stores can leak a media key. For SRTP decryption :func:`sdes_keys` reads the keys of an
+m-line into :class:`SdesKeys` (in memory only: hidden from ``repr``, never serialised;
+pickled only between sipflow's own processes, :mod:`sipflow.engine.shard`). :data:`SUITES` gives the expected ``key||salt``
 length per suite (RFC 4568 §6.2, RFC 6188 §3, RFC 7714 §12, and the names FreeSWITCH and
 others use). :func:`parse_fingerprint` and :func:`parse_setup` read the DTLS-SRTP
 attributes (RFC 8122 §5, RFC 4145 §4), and :data:`SETUP_ANSWERS` is the table of setup
@@ -257,3 +259,117 @@ def is_dtls_proto(proto: str) -> bool:
 def is_secure_proto(proto: str) -> bool:
     """RTP/SAVP, RTP/SAVPF and the DTLS profiles."""
     return proto.upper().endswith(("/SAVP", "/SAVPF"))
+
+
+# -- SDES key material (in memory only) -----------------------------------------------------
+#
+# The SDP model keeps every line as received, so an ``a=crypto`` line still holds its key;
+# :class:`CryptoAttr` and everything built for output (MediaLine, JSON, DataFrames) do not.
+# To decrypt SRTP (:mod:`sipflow.rtp.decrypt`) the keys travel from the SDP to the RTP stage
+# in :class:`SdesKeys` values, which hold :class:`MasterKey` objects: their ``repr`` hides
+# the key and they are never serialised (no ``to_dict``), so no output, log or file
+# carries a media key. They do pickle whole: a Call-ID shard (:mod:`sipflow.engine.shard`)
+# hands its calls' SDP to the parent process, which decrypts the media.
+
+# RFC 4568 §9.1: key-info = key-salt ["|" lifetime] ["|" mki]; key-salt is base64
+_INLINE_KEY = re.compile(r"inline:([A-Za-z0-9+/]+={0,2})")
+
+
+class MasterKey:
+    """One SRTP master key || master salt from an ``inline:`` key-param (RFC 4568 §6.1).
+
+    ``material()`` is the only way to the key; ``repr`` shows tag and suite only."""
+
+    __slots__ = ("_material", "lifetime", "mki", "suite", "tag")
+
+    def __init__(
+        self, tag: int, suite: str, material: bytes, mki: str | None, lifetime: str | None
+    ) -> None:
+        self.tag = tag
+        self.suite = suite
+        self.mki = mki
+        """``value:length`` as written (RFC 4568 §6.1), or None."""
+        self.lifetime = lifetime
+        self._material = material
+
+    def material(self) -> bytes:
+        return self._material
+
+    @property
+    def mki_length(self) -> int:
+        """Octets of MKI each SRTP packet carries (RFC 3711 §3.1), 0 when none."""
+        if not self.mki:
+            return 0
+        return int(self.mki.partition(":")[2] or 0)
+
+    def __repr__(self) -> str:
+        return f"MasterKey(tag={self.tag}, suite={self.suite!r}, key=<hidden>)"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        """Whole, for the process boundary of a split run (memory to memory)."""
+        return (MasterKey, (self.tag, self.suite, self._material, self.mki, self.lifetime))
+
+
+@dataclass(frozen=True, slots=True)
+class SdesKeys:
+    """The SDES keys of one m-line of one offer/answer exchange.
+
+    RFC 4568 §5.1: the offer lists one or more crypto lines, each with the key the offerer
+    would send with; the answer accepts one of them by echoing its tag and suite (§5.1.2)
+    and carries the key the answerer sends with. Each side's key protects what that side
+    *sends* (SRTP and SRTCP alike); the receiver decrypts with the sender's key."""
+
+    offer: tuple[MasterKey, ...]
+    answer: tuple[MasterKey, ...]
+
+    def selected(self, sender: str) -> tuple[MasterKey, ...]:
+        """The key(s) ``sender`` (``offerer`` / ``answerer``) protects its media with after
+        this exchange: the answer's line for the answerer; for the offerer the offered
+        line whose tag the answer echoed (RFC 4568 §5.1.3), or every offered line when
+        the answer echoed none of them."""
+        if sender == "answerer":
+            return self.answer
+        tags = {k.tag for k in self.answer}
+        chosen = tuple(k for k in self.offer if k.tag in tags)
+        return chosen or self.offer
+
+    def sender_keys(self, sender: str) -> tuple[MasterKey, ...]:
+        """:meth:`selected` first, then the sender's other offered lines."""
+        first = self.selected(sender)
+        rest = self.offer if sender == "offerer" else ()
+        return first + tuple(k for k in rest if k not in first)
+
+    def __repr__(self) -> str:
+        return f"SdesKeys(offer={len(self.offer)} keys, answer={len(self.answer)} keys)"
+
+
+def _keys_of(values: tuple[str | None, ...]) -> tuple[MasterKey, ...]:
+    out: list[MasterKey] = []
+    for value in values:
+        if value is None:
+            continue
+        try:
+            attr = parse_crypto(value)
+        except ParseError:
+            continue  # reported by the SDP checks (sdp.malformed_line)
+        found = _INLINE_KEY.search(value)
+        if found is None or not attr.keys:
+            continue
+        body = found.group(1).rstrip("=")
+        try:
+            material = binascii.a2b_base64(body + "=" * (-len(body) % 4))
+        except binascii.Error:
+            continue
+        first = attr.keys[0]
+        out.append(MasterKey(attr.tag, attr.suite, material, first.mki, first.lifetime))
+    return tuple(out)
+
+
+def sdes_keys(
+    offer_crypto: tuple[str | None, ...], answer_crypto: tuple[str | None, ...]
+) -> SdesKeys | None:
+    """The keys of an m-line from the raw values of its offer's and answer's ``a=crypto``
+    attributes (``Section.attrs("crypto")`` values); None when neither side has a key.
+    Only the first key-param of a line is used (several keys with MKIs are rare)."""
+    keys = SdesKeys(_keys_of(offer_crypto), _keys_of(answer_crypto))
+    return keys if keys.offer or keys.answer else None
