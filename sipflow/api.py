@@ -10,9 +10,8 @@ others are still analysed.
 
 from __future__ import annotations
 
-import gc
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,13 +22,17 @@ from sipflow.correlate.facts import LegFacts, facts_of
 from sipflow.correlate.legs import correlate
 from sipflow.engine.local import SourceResult, source_messages
 from sipflow.engine.merge import drop_duplicates, merge_timeline
+from sipflow.engine.progress import ProgressCallback, ProgressTracker
+from sipflow.engine.shard import Tick
 from sipflow.errors import InputError
 from sipflow.findings import Finding, Severity
+from sipflow.gcpause import paused
 from sipflow.ingest.types import SourceStats
 from sipflow.sip.message import SipMessage, SipRequest
 from sipflow.trace import ActivitySummary, Trace
 
 if TYPE_CHECKING:
+    from sipflow.engine.shard import Shard
     from sipflow.ingest.pbxlog import ChannelEvent
     from sipflow.ingest.tls import TlsKeys
     from sipflow.rtp.streams import RtpStream
@@ -45,8 +48,13 @@ class Options:
     """Keep each call's transactions/dialogs and the non-call transaction records (for the
     ``transactions``/``dialogs`` DataFrames). Off, memory holds only call summaries."""
     jobs: int = 1
-    """Worker processes for the per-file stage (docs/scale.md): 1 runs in this process,
-    0 uses every core; only used when there are several files."""
+    """Processes (docs/scale.md): 1 runs in this process, 0 uses every core. Captures
+    are split by Call-ID over the processes (:mod:`sipflow.engine.shard`) when there is
+    enough to read (``split``) and nothing per message is kept; otherwise several files
+    go one per worker (:mod:`sipflow.engine.pool`)."""
+    split: bool | None = None
+    """Split by Call-ID when ``jobs`` allows: None decides by size (at least
+    ``SPLIT_MIN_BYTES`` of captures), True whenever possible, False never."""
     engine: str = "local"
     """``local`` (this machine) or ``dask`` (tasks on the cluster at ``scheduler``)."""
     scheduler: str | None = None
@@ -55,6 +63,14 @@ class Options:
     """NSS key log files (SSLKEYLOGFILE format) to decrypt SIP over TLS (docs/tls.md)."""
     tls_keys: list[str] = field(default_factory=list)
     """PEM/DER RSA server private keys, for TLS <= 1.2 RSA key exchange."""
+    progress: ProgressCallback | None = None
+    """Called with a :class:`~sipflow.engine.progress.ProgressEvent` per chunk of records
+    read (at most every 0.1 s) and per file finished; the last has ``files_done ==
+    files_total``."""
+
+
+SPLIT_MIN_BYTES = 16 * 1024 * 1024
+"""Below this much capture, starting worker processes costs more than it saves."""
 
 
 @dataclass
@@ -78,6 +94,28 @@ class _Counts:
             self.first_ts = msg.ts
         self.last_ts = msg.ts
 
+    def merge(self, other: _Counts) -> None:
+        """Add the counts of another shard (:mod:`sipflow.engine.shard`)."""
+        self.requests.update(other.requests)
+        self.responses.update(other.responses)
+        self.transports.update(other.transports)
+        self.total += other.total
+        firsts = [t for t in (self.first_ts, other.first_ts) if t is not None]
+        lasts = [t for t in (self.last_ts, other.last_ts) if t is not None]
+        self.first_ts = min(firsts) if firsts else None
+        self.last_ts = max(lasts) if lasts else None
+
+
+@dataclass
+class Built:
+    """What the call-building loop made of a timeline of messages (all, or one shard's)."""
+
+    counts: _Counts
+    calls: list[tuple[CallRecord, CallMedia, LegFacts]]
+    activity: ActivitySummary
+    findings: list[Finding]
+    kept: list[SipMessage]
+
 
 def expand_paths(paths: Iterable[str | Path]) -> list[str]:
     """Files as given; a directory stands for the files in it, sorted by name."""
@@ -93,55 +131,50 @@ def expand_paths(paths: Iterable[str | Path]) -> list[str]:
 
 def analyze(sources: Iterable[str | Path], options: Options | None = None) -> Trace:
     """Analyse captures (pcap, pcapng, gzip, ``-`` for stdin) into one Trace."""
-    # Messages and records form no reference cycles worth collecting mid-run; the cyclic
-    # collector walking every retained message cost about half the call-building time.
-    threshold = gc.get_threshold()
-    gc.set_threshold(max(threshold[0], 200_000), threshold[1], threshold[2])
-    try:
+    # Messages and records form no reference cycles worth collecting mid-run (see
+    # sipflow.gcpause): the collector walking every retained message is paused.
+    with paused():
         return _analyze(sources, options)
-    finally:
-        gc.set_threshold(*threshold)
 
 
 def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
     opts = options or Options()
     paths = expand_paths(sources)
-    if opts.engine != "local" or (opts.jobs != 1 and len(paths) > 1):
-        from sipflow.engine.pool import run_engine
+    tracker = ProgressTracker.start(paths, opts.progress)
+    shards = _shards(paths, opts)
+    split = _split(paths, shards, opts, tracker) if shards > 1 else None
+    if split is not None:
+        from sipflow.engine.shard import by_frame
 
-        results, per_source = run_engine(paths, opts.engine, opts.jobs, opts.scheduler)
+        results, built = split
+        built.findings = by_frame(built.findings)  # shards raise them in their own order
+        for r in results:
+            r.findings = by_frame(r.findings)
     else:
-        keys = _tls_keys(opts)
-        results = [SourceResult(SourceStats(path=p), tls_keys=keys) for p in paths]
-        pairs = enumerate(zip(paths, results, strict=True))
-        per_source = [_guarded(p, i, r) for i, (p, r) in pairs]
+        per_source: Sequence[Iterator[SipMessage | Tick]]
+        if opts.engine != "local" or (opts.jobs != 1 and len(paths) > 1):
+            from sipflow.engine.pool import run_engine
 
-    def on_duplicate(msg: SipMessage) -> None:
-        src = msg.origin.source if msg.origin else 0
-        results[src].stats.duplicates += 1
-
-    counts = _Counts()
-    builder = CallBuilder()
-    calls: list[tuple[CallRecord, CallMedia, LegFacts]] = []
-    kept: list[SipMessage] = []
-    activity = ActivitySummary(keep_records=opts.keep_records)
-    findings: list[Finding] = []
-    for msg in drop_duplicates(merge_timeline(per_source), on_duplicate):
-        counts.add(msg)
-        if opts.keep_messages:
-            kept.append(msg)
-        _take(builder.feed(msg), calls, activity, findings, opts.keep_records)
-    _take(builder.finish(), calls, activity, findings, opts.keep_records)
-    calls.sort(key=lambda cm: cm[0].start)
+            results, per_source = run_engine(paths, opts.engine, opts.jobs, opts.scheduler, tracker)
+        else:
+            results, per_source = _local_sources(paths, opts)
+        if tracker is not None:
+            per_source = tracker.attach(results, per_source)
+        built = _build(per_source, results, opts)
+    calls, findings = built.calls, built.findings
+    calls.sort(key=lambda cm: (cm[0].start, cm[0].call_ids))
     for r in results:
         findings[:0] = r.findings
     events = _channel_events(results)
     legs = [f for _, _, f in calls]
     correlation = correlate(legs, events)
     findings.extend(correlation.findings)
-    rtp_streams, quality, media_findings = _media(results, calls)
+    rtp_streams, quality, media_findings = _media(results, calls, paths)
     findings.extend(media_findings)
     findings[:0] = _keylog_findings(results)
+    if tracker is not None:
+        tracker.finish()
+    counts, kept, activity = built.counts, built.kept, built.activity
     return Trace(
         sources=[r.stats for r in results],
         counts_requests=dict(counts.requests),
@@ -166,17 +199,120 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
     )
 
 
+def _local_sources(
+    paths: list[str], opts: Options, shard: Shard | None = None
+) -> tuple[list[SourceResult], list[Iterator[SipMessage | Tick]]]:
+    """Each source's result and time-ordered messages, read in this process."""
+    keys = _tls_keys(opts)
+    results = [SourceResult(SourceStats(path=p), tls_keys=keys, shard=shard) for p in paths]
+    pairs = enumerate(zip(paths, results, strict=True))
+    return results, [_guarded(p, i, r) for i, (p, r) in pairs]
+
+
+def _build(
+    per_source: Sequence[Iterator[SipMessage | Tick]], results: list[SourceResult], opts: Options
+) -> Built:
+    """The messages of every source on one timeline, duplicates dropped, built into calls
+    (each judged for SDP when released) and non-call activity."""
+
+    def on_duplicate(msg: SipMessage) -> None:
+        src = msg.origin.source if msg.origin else 0
+        results[src].stats.duplicates += 1
+
+    built = Built(_Counts(), [], ActivitySummary(keep_records=opts.keep_records), [], [])
+    builder = CallBuilder()
+    for msg in drop_duplicates(merge_timeline(per_source), on_duplicate):
+        if isinstance(msg, Tick):  # another shard's message: time passes (engine.shard)
+            out = builder.expire(msg.ts)
+            _take(out, built.calls, built.activity, built.findings, opts.keep_records)
+            continue
+        built.counts.add(msg)
+        if opts.keep_messages:
+            built.kept.append(msg)
+        _take(builder.feed(msg), built.calls, built.activity, built.findings, opts.keep_records)
+    _take(builder.finish(), built.calls, built.activity, built.findings, opts.keep_records)
+    return built
+
+
+def build_shard(paths: list[str], shard: Shard, opts: Options) -> tuple[list[SourceResult], Built]:
+    """One shard's part of the analysis (:mod:`sipflow.engine.shard`), in this process."""
+    results, per_source = _local_sources(paths, opts, shard)
+    return results, _build(per_source, results, opts)
+
+
+def _shards(paths: list[str], opts: Options) -> int:
+    """How many Call-ID shards to split the analysis into (1: not split)."""
+    if opts.split is False or opts.jobs == 1 or opts.engine != "local":
+        return 1
+    if opts.keep_messages or opts.keep_records:
+        return 1  # per-message results stay in one process
+    from sipflow.engine.local import is_log
+
+    if any(p == "-" or is_log(p) for p in paths):
+        return 1  # stdin cannot be read twice; logs tie channels to their own messages
+    if opts.split is None:
+        size = 0
+        for p in paths:
+            try:
+                size += Path(p).stat().st_size
+            except OSError:
+                return 1  # the single-process path reports it
+        if size < SPLIT_MIN_BYTES:
+            return 1
+    import os
+
+    return max(1, opts.jobs if opts.jobs > 0 else (os.cpu_count() or 1))
+
+
+def _split(
+    paths: list[str], shards: int, opts: Options, tracker: ProgressTracker | None
+) -> tuple[list[SourceResult], Built] | None:
+    """Shards 1..n-1 in worker processes while this process runs shard 0, then merged.
+    None when a worker failed (killed, out of memory): the caller runs unsplit instead."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from sipflow.engine.shard import ShardOutput, merge_results, plan, run_shard
+
+    plain = replace(opts, progress=None)  # callbacks do not travel to workers
+    first, *others = plan(shards)
+    with ProcessPoolExecutor(max_workers=shards - 1) as pool:
+        futures = [pool.submit(run_shard, paths, shard, plain) for shard in others]
+        results, per_source = _local_sources(paths, opts, first)
+        if tracker is not None:
+            per_source = tracker.attach(results, per_source)
+        built = _build(per_source, results, opts)
+        outputs: list[ShardOutput] = []
+        for fut in futures:
+            try:
+                outputs.append(fut.result())
+            except Exception:  # BrokenProcessPool, a pickling error: redo it in one process
+                return None
+        for out in outputs:
+            merge_results(results, out.results)
+            built.counts.merge(out.built.counts)
+            built.calls.extend(out.built.calls)
+            built.activity.merge(out.built.activity)
+            built.findings.extend(out.built.findings)
+    return results, built
+
+
 def _media(
-    results: list[SourceResult], calls: list[tuple[CallRecord, CallMedia, LegFacts]]
+    results: list[SourceResult],
+    calls: list[tuple[CallRecord, CallMedia, LegFacts]],
+    paths: list[str],
 ) -> tuple[list[RtpStream], list[dict[str, Any]], list[Finding]]:
-    """RTP streams of every source, mapped to the calls whose SDP announced them."""
+    """RTP streams of every source, mapped to the calls whose SDP announced them; SRTP
+    streams whose SDES keys the SDP showed are decrypted (a second read of their source,
+    :mod:`sipflow.rtp.decrypt`)."""
     streams = [s for r in results for s in r.rtp.finish()]
     with_rtp = {i for i, r in enumerate(results) if r.rtp.counts["rtp"]}
     if not streams:
         return [], [], []
+    from sipflow.rtp.decrypt import Srtp
     from sipflow.rtp.mapping import map_streams
 
-    return map_streams(streams, [c for c, _, _ in calls], [m for _, m, _ in calls], with_rtp)
+    records, media = [c for c, _, _ in calls], [m for _, m, _ in calls]
+    return map_streams(streams, records, media, with_rtp, Srtp(paths))
 
 
 def _channel_events(results: list[SourceResult]) -> list[ChannelEvent]:
@@ -211,7 +347,7 @@ def _keylog_findings(results: list[SourceResult]) -> list[Finding]:
     ]
 
 
-def _guarded(path: str, source: int, result: SourceResult) -> Iterator[SipMessage]:
+def _guarded(path: str, source: int, result: SourceResult) -> Iterator[SipMessage | Tick]:
     """A source's messages; an unreadable source becomes a Finding, not an exception."""
     try:
         yield from source_messages(path, source, result)
@@ -282,15 +418,23 @@ def convert(sources: Iterable[str | Path], output: str | Path) -> ConvertResult:
     )
 
 
-def export_audio(sources: Iterable[str | Path], call_id: str, out_dir: str | Path) -> list[Path]:
-    """One WAV per G.711 stream of the call with ``call_id`` (silence where packets were lost).
+def export_audio(
+    sources: Iterable[str | Path],
+    call_id: str,
+    out_dir: str | Path,
+    options: Options | None = None,
+) -> list[Path]:
+    """One WAV per G.711 stream of the call with ``call_id`` (silence where packets were lost;
+    SRTP decrypted when the SDP showed its SDES keys). ``options`` carries e.g. the TLS keys
+    that reveal that SDP.
 
     Raises KeyError when no call has that Call-ID.
     """
     from sipflow.rtp.audio import export_call_audio
 
     paths = expand_paths(sources)
-    trace = analyze(paths, Options(keep_messages=False, keep_records=False))
+    opts = replace(options or Options(), keep_messages=False, keep_records=False)
+    trace = analyze(paths, opts)
     index = next((i for i, c in enumerate(trace.call_records) if call_id in c.call_ids), None)
     if index is None:
         raise KeyError(call_id)

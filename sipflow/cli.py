@@ -82,7 +82,12 @@ def analyze(
     ] = None,
     jobs: Annotated[
         int,
-        typer.Option("--jobs", "-j", help="Worker processes for several files (0: all cores)."),
+        typer.Option(
+            "--jobs",
+            "-j",
+            help="Processes (0: all cores): a capture of 16 MB or more is split by Call-ID;"
+            " with --html, one worker per file (docs/scale.md).",
+        ),
     ] = 0,
     engine: Annotated[
         Engine, typer.Option("--engine", help="local (this machine) or dask (docs/scale.md).")
@@ -106,7 +111,9 @@ def analyze(
     """
     from sipflow.api import Options
     from sipflow.api import analyze as run
+    from sipflow.gcpause import paused
     from sipflow.report.export import calls_csv, to_json
+    from sipflow.report.progress_view import analysis_progress
     from sipflow.report.text import render
 
     renderers = {Format.table: render, Format.json: to_json, Format.csv: calls_csv}
@@ -119,11 +126,13 @@ def analyze(
     opts.engine, opts.scheduler = engine.value, scheduler
     opts.tls_keylog = [str(p) for p in tls_keylog or ()]
     opts.tls_keys = [str(p) for p in tls_key or ()]
-    trace = _run_engine(run, files, opts)
+    with analysis_progress() as progress:  # a bar on stderr only when it is a terminal
+        opts.progress = progress
+        trace = _run_engine(run, files, opts)
     if html is not None:
         _write_html(trace, html)
-    doc = trace.to_dict()
-    text = renderers[fmt](doc)
+    with paused():  # the document is acyclic, like the analysis (sipflow.gcpause)
+        text = renderers[fmt](trace.to_dict())
     if output is None:
         sys.stdout.write(text)
     else:
@@ -176,9 +185,11 @@ def index(
     """Analyse and write a Parquet store (messages ... findings, by day); docs/scale.md."""
     from sipflow.api import Options
     from sipflow.api import analyze as run
+    from sipflow.report.progress_view import analysis_progress
     from sipflow.store import StoreError, write_store
 
-    trace = run(files, Options(jobs=jobs))
+    with analysis_progress() as progress:
+        trace = run(files, Options(jobs=jobs, progress=progress))
     try:
         rows = write_store(trace, output)
     except StoreError as exc:
@@ -252,10 +263,12 @@ def ladder(
     """Draw one call as a ladder diagram (terminal text, SVG, HTML, Mermaid, PlantUML)."""
     import os
 
+    from sipflow.report.progress_view import analysis_progress
     from sipflow.reports_api import CallNotFound, LadderFormat, full_trace, render_ladder
 
     colour = output is None and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    trace = full_trace(files)
+    with analysis_progress() as progress:
+        trace = full_trace(files, progress)
     try:
         text = render_ladder(trace, call, LadderFormat(fmt.value), colour)
     except CallNotFound as exc:
@@ -276,12 +289,14 @@ def cdr(
     ] = False,
 ) -> None:
     """Write one CDR row per call; print KPIs with --summary."""
+    from sipflow.report.progress_view import analysis_progress
     from sipflow.reports_api import cdr_summary, full_trace, write_cdr_file
 
     if output is None and not summary:
         typer.echo("sipflow: give --output FILE and/or --summary", err=True)
         raise typer.Exit(2)
-    trace = full_trace(files)
+    with analysis_progress() as progress:
+        trace = full_trace(files, progress)
     lines = cdr_summary(trace) if summary else []
     if output is not None:
         try:
@@ -321,6 +336,15 @@ def regen(
     ] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the scenarios and exit.")] = False,
     seed: Annotated[int | None, typer.Option("--seed", help="Repeatable tags/Call-IDs.")] = None,
+    calls: Annotated[
+        int | None, typer.Option("--calls", help="Number of calls (load, traffic).")
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option("--rate", help="Calls per second (load, traffic).")
+    ] = None,
+    x_cid: Annotated[
+        bool, typer.Option("--x-cid", help="The B2BUA adds X-CID (A-leg Call-ID) to B legs.")
+    ] = False,
 ) -> None:
     """Re-enact a call flow on loopback (built-in UAC + UAS + B2BUA) and write its evidence."""
     from sipflow.b2bua import regen as run
@@ -332,7 +356,7 @@ def regen(
     if output is None:
         typer.echo("sipflow regen: -o out.pcap is required", err=True)
         raise typer.Exit(2)
-    raise typer.Exit(run(scenario, output, seed))
+    raise typer.Exit(run(scenario, output, seed, calls, rate, x_cid))
 
 
 @app.command()
@@ -359,11 +383,15 @@ def live(
     max_calls: Annotated[
         int | None, typer.Option("--max-calls", help="Stop after this many finished calls.")
     ] = None,
+    retain: Annotated[
+        int, typer.Option("--retain", min=0, help="Finished calls kept in the live table.")
+    ] = 50,
 ) -> None:
     """Follow calls live (capture and/or HEP collector) until Ctrl-C; docs/live.md.
 
     Exit code 0 when stopped, 2 when the capture or listener cannot start."""
-    from sipflow.ingest.live import LiveError, LiveOptions, parse_listen, parse_size, run_live
+    from sipflow.engine.live import LiveOptions, run_live
+    from sipflow.ingest.live import LiveError, parse_listen, parse_size
     from sipflow.report.live_view import make_view
 
     try:
@@ -375,6 +403,7 @@ def live(
             parse_listen(hep_listen) if hep_listen else None,
             duration,
             max_calls,
+            retain,
         )
         run_live(opts, make_view(json_lines), lambda s: typer.echo(f"sipflow live: {s}", err=True))
     except LiveError as exc:
@@ -387,12 +416,23 @@ def audio(
     files: Annotated[list[str], typer.Argument(help="Captures holding the call's RTP.")],
     call: Annotated[str, typer.Option("--call", help="Call-ID of the call.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the WAV files.")],
+    tls_keylog: Annotated[
+        list[Path] | None,
+        typer.Option("--tls-keylog", help="NSS key log, when the call's SDP is in SIP over TLS."),
+    ] = None,
+    tls_key: Annotated[
+        list[Path] | None,
+        typer.Option("--tls-key", help="RSA server private key (PEM/DER), TLS <= 1.2 RSA."),
+    ] = None,
 ) -> None:
-    """Write a WAV per direction of a call's G.711 (A-law, mu-law) audio; lost packets: silence."""
-    from sipflow.api import export_audio
+    """Write a WAV per direction of a call's G.711 (A-law, mu-law) audio; lost packets: silence.
+    SRTP is decrypted when the call's SDP shows its SDES keys (docs/media-quality.md)."""
+    from sipflow.api import Options, export_audio
 
+    opts = Options(tls_keylog=[str(p) for p in tls_keylog or ()])
+    opts.tls_keys = [str(p) for p in tls_key or ()]
     try:
-        written = export_audio(files, call, output)
+        written = export_audio(files, call, output, opts)
     except KeyError:
         typer.echo(f"sipflow: no call with Call-ID {call}", err=True)
         raise typer.Exit(2) from None

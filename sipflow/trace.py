@@ -78,6 +78,16 @@ class ActivitySummary:
         if self.keep_records:
             self.records.append(tx)
 
+    def merge(self, other: ActivitySummary) -> None:
+        """Add another shard's activity (:mod:`sipflow.engine.shard`)."""
+        for method, theirs in other.methods.items():
+            m = self.methods.setdefault(method, MethodActivity())
+            m.transactions += theirs.transactions
+            m.no_final += theirs.no_final
+            m.responses.update(theirs.responses)
+            m.retransmissions += theirs.retransmissions
+        self.records.extend(other.records)
+
     @property
     def retransmissions(self) -> int:
         return sum(m.retransmissions for m in self.methods.values())

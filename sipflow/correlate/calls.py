@@ -154,6 +154,9 @@ class CallBuilder:
         if now > self._now:
             self._now = now
         out = BuilderOutput()
+        due = self._tracker.next_deadline()
+        if due is not None and due <= now:
+            self._expire_due(now, out)  # timers first, so the tracker fires none below
         tf = self._tracker.feed(msg, now)
         if tf.finished:
             self._take_records(tf.finished, out)
@@ -166,13 +169,23 @@ class CallBuilder:
         return out
 
     def expire(self, now: int) -> BuilderOutput:
+        """Time passed to ``now`` with no message of ours (live idle, another shard's)."""
         out = BuilderOutput()
         self._now = max(self._now, now)
-        records, findings = self._tracker.expire(now)
-        self._findings(None, findings, out)
-        self._take_records(records, out)
+        self._expire_due(now, out)
         self._release_ready(out, now)
         return out
+
+    def _expire_due(self, now: int, out: BuilderOutput) -> None:
+        """Fire the §17 timers due by ``now``; what a timer finds (Timer B, F: no final
+        response) goes to the call of its own transaction, whichever message's time
+        made it fire."""
+        records, findings = self._tracker.expire(now)
+        if findings:
+            owners = {ref_of(r.request): self._owner.get(r.key) for r in records if r.request}
+            for f in findings:
+                self._findings(owners.get(f.refs), [f], out)
+        self._take_records(records, out)
 
     def finish(self) -> BuilderOutput:
         """End of input: release every transaction and call still open."""

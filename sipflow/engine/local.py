@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import count
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
+from sipflow.engine.shard import Shard, Tick
 from sipflow.errors import ParseError
 from sipflow.findings import Finding, Ref, Severity
 from sipflow.ingest.capture import read_capture
@@ -29,6 +30,8 @@ from sipflow.sip.message import Origin, ProblemCode, SipMessage, parse_message
 
 if TYPE_CHECKING:
     from sipflow.ingest.pbxlog import ChannelEvent
+
+_Timed = TypeVar("_Timed", SipMessage, SipMessage | Tick)
 
 # Messages may arrive up to this much out of time order and still be sorted (ns).
 REORDER_WINDOW_NS = 2_000_000_000
@@ -50,6 +53,10 @@ class SourceResult:
     """Key logs / RSA keys to decrypt SIP over TLS with (docs/tls.md)."""
     tls: TlsStats = field(default_factory=TlsStats)
     """Every TLS connection followed, and what its decryption found."""
+    on_chunk: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    """Called after each chunk of records is read (progress, :mod:`sipflow.engine.progress`)."""
+    shard: Shard | None = None
+    """Parse only this shard's messages (:mod:`sipflow.engine.shard`); None: all of them."""
 
 
 # First bytes of the capture formats we read (pcap both resolutions/orders, pcapng, gzip).
@@ -63,14 +70,15 @@ _CAPTURE_MAGIC = (
 )
 
 
-def source_messages(path: str, source: int, result: SourceResult) -> Iterator[SipMessage]:
-    """Parsed SIP messages of one source (capture or PBX log), in time order."""
-    if _is_log(path):
+def source_messages(path: str, source: int, result: SourceResult) -> Iterator[SipMessage | Tick]:
+    """Parsed SIP messages of one source (capture or PBX log), in time order; with a
+    ``result.shard``, other shards' messages as :class:`Tick` (their time only)."""
+    if is_log(path):
         return _reorder(_parse_log(path, source, result))
     return _reorder(_parse_all(path, source, result))
 
 
-def _is_log(path: str) -> bool:
+def is_log(path: str) -> bool:
     """A text log we read (by content); anything else goes to the capture reader."""
     if path == "-":
         return False
@@ -101,17 +109,22 @@ def _parse_log(path: str, source: int, result: SourceResult) -> Iterator[SipMess
             yield msg
 
 
-def _parse_all(path: str, source: int, result: SourceResult) -> Iterator[SipMessage]:
+def _parse_all(path: str, source: int, result: SourceResult) -> Iterator[SipMessage | Tick]:
     framers: dict[int, StreamFramer] = {}
     transports: dict[int, Transport] = {}
+    shard = result.shard
+    mine = shard.mine if shard is not None else None
+    # A worker shard reads every packet too, but only shard 0 counts and reports them.
+    packets = shard is None or shard.keeps_packets
     for dg in read_capture(
         path,
         source,
-        result.stats,
-        result.findings,
-        media_sink=result.rtp,
+        result.stats if packets else SourceStats(path=path),
+        result.findings if packets else [],
+        media_sink=result.rtp if packets else None,
         tls=result.tls_keys,
         tls_stats=result.tls,
+        on_chunk=result.on_chunk,
     ):
         if dg.transport is Transport.TCP or dg.transport is Transport.TLS:
             framer = framers.get(dg.stream)
@@ -119,14 +132,19 @@ def _parse_all(path: str, source: int, result: SourceResult) -> Iterator[SipMess
                 framer = framers[dg.stream] = StreamFramer()
                 transports[dg.stream] = dg.transport
             for fm in framer.feed(dg):
+                if mine is not None and not mine(fm.data):
+                    yield Tick(fm.ts)
+                    continue
                 msg = parse_payload(fm.data, origin_of(dg, fm.frames, fm.ts), result)
                 if msg is not None:
                     yield msg
             drain_framer_problems(framer, source, result)
-        else:
+        elif mine is None or mine(dg.payload):
             msg = parse_payload(dg.payload, origin_of(dg, dg.frames, dg.ts), result)
             if msg is not None:
                 yield msg
+        else:
+            yield Tick(dg.ts)
     yield from _flush_framers(framers, transports, source, result)
 
 
@@ -135,9 +153,13 @@ def _flush_framers(
     transports: dict[int, Transport],
     source: int,
     result: SourceResult,
-) -> Iterator[SipMessage]:
+) -> Iterator[SipMessage | Tick]:
+    mine = result.shard.mine if result.shard is not None else None
     for stream, framer in framers.items():
         for fm in framer.flush():
+            if mine is not None and not mine(fm.data):
+                yield Tick(fm.ts)
+                continue
             origin = Origin(source, fm.frames, fm.ts, None, None, transports[stream])
             msg = parse_payload(fm.data, origin, result)
             if msg is not None:
@@ -146,6 +168,9 @@ def _flush_framers(
 
 
 def drain_framer_problems(framer: StreamFramer, source: int, result: SourceResult) -> None:
+    if result.shard is not None and not result.shard.keeps_packets:
+        framer.problems.clear()  # stream problems are shard 0's to report
+        return
     for frames, text in framer.problems:
         result.findings.append(
             Finding(
@@ -256,9 +281,9 @@ def _add_problems(
     return worst
 
 
-def _reorder(messages: Iterator[SipMessage]) -> Iterator[SipMessage]:
+def _reorder(messages: Iterator[_Timed]) -> Iterator[_Timed]:
     """Sort a nearly-sorted stream with a heap holding at most REORDER_WINDOW_NS of messages."""
-    heap: list[tuple[int, int, SipMessage]] = []
+    heap: list[tuple[int, int, _Timed]] = []
     seq = count()
     for msg in messages:
         heapq.heappush(heap, (msg.ts, next(seq), msg))

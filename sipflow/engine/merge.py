@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
+from sipflow.engine.shard import Tick
 from sipflow.sip.message import SipMessage
 
 DUPLICATE_WINDOW_NS = 100_000_000  # 100 ms, well under T1 = 500 ms
@@ -23,7 +24,9 @@ DUPLICATE_WINDOW_NS = 100_000_000  # 100 ms, well under T1 = 500 ms
 _Key = tuple[bytes, str | None, int | None, str | None, int | None, str | None]
 
 
-def merge_timeline(streams: list[Iterator[SipMessage]]) -> Iterator[SipMessage]:
+def merge_timeline(
+    streams: Sequence[Iterator[SipMessage | Tick]],
+) -> Iterator[SipMessage | Tick]:
     """One time-ordered stream from several time-ordered streams (stable per source)."""
     if len(streams) == 1:
         return streams[0]
@@ -31,12 +34,16 @@ def merge_timeline(streams: list[Iterator[SipMessage]]) -> Iterator[SipMessage]:
 
 
 def drop_duplicates(
-    messages: Iterator[SipMessage], on_duplicate: Callable[[SipMessage], None]
-) -> Iterator[SipMessage]:
-    """Messages with copies captured within DUPLICATE_WINDOW_NS removed."""
+    messages: Iterator[SipMessage | Tick], on_duplicate: Callable[[SipMessage], None]
+) -> Iterator[SipMessage | Tick]:
+    """Messages with copies captured within DUPLICATE_WINDOW_NS removed (a Tick, another
+    shard's message, passes: that shard judges its duplicates)."""
     recent: dict[_Key, int] = {}
     order: deque[tuple[int, _Key]] = deque()  # the keys of ``recent`` in insertion order
     for msg in messages:
+        if isinstance(msg, Tick):
+            yield msg
+            continue
         now = msg.ts
         horizon = now - DUPLICATE_WINDOW_NS
         while order and order[0][0] < horizon:

@@ -34,6 +34,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 from sipflow.engine.local import SourceResult
+from sipflow.engine.progress import ProgressTracker
+from sipflow.engine.shard import Tick
 from sipflow.findings import Finding, Severity
 from sipflow.ingest.types import Endpoint, SourceStats, Transport
 from sipflow.rtp.streams import RtpCollector, RtpStream
@@ -198,12 +200,13 @@ def run_file(path: str, source: int, transfer: str = TRANSFER) -> FileOutput:
     from sipflow.api import _guarded  # the in-process loop's error handling, shared
 
     started = time.process_time()
-    result = SourceResult(SourceStats(path=path))
+    result = SourceResult(SourceStats(path=path))  # no shard: every message, no Tick
+    stream = (m for m in _guarded(path, source, result) if not isinstance(m, Tick))
     sent: list[SipMessage] | PickledChunks | PackedMessages
     if transfer == "chunks":
-        sent = pickle_chunks(_guarded(path, source, result))
+        sent = pickle_chunks(stream)
     else:
-        messages = list(_guarded(path, source, result))
+        messages = list(stream)
         sent = pack_messages(source, messages) if transfer == "raw" else messages
     result.rtp = FinishedRtp(result.rtp)
     return FileOutput(source, sent, result, time.process_time() - started)
@@ -216,15 +219,19 @@ def resolve_jobs(jobs: int, files: int) -> int:
 
 
 def run_engine(
-    paths: Sequence[str], engine: str, jobs: int, scheduler: str | None
+    paths: Sequence[str],
+    engine: str,
+    jobs: int,
+    scheduler: str | None,
+    tracker: ProgressTracker | None = None,
 ) -> tuple[list[SourceResult], list[Iterator[SipMessage]]]:
     """The per-file stage on ``engine``: ``local`` (a process pool) or ``dask``."""
     if engine == "local":
-        return run_sources(paths, jobs)
+        return run_sources(paths, jobs, tracker=tracker)
     if engine == "dask":
         from sipflow.engine.dask_engine import run_sources_dask
 
-        return run_sources_dask(paths, scheduler)
+        return run_sources_dask(paths, scheduler, tracker=tracker)
     raise ValueError(f"unknown engine {engine!r} (local or dask)")
 
 
@@ -233,6 +240,7 @@ def run_sources(
     jobs: int = 0,
     progress: bool | None = None,
     transfer: str | None = None,
+    tracker: ProgressTracker | None = None,
 ) -> tuple[list[SourceResult], list[Iterator[SipMessage]]]:
     """Every file's per-source stage on ``jobs`` worker processes (0: all cores).
 
@@ -242,12 +250,14 @@ def run_sources(
     """
     workers = resolve_jobs(jobs, len(paths))
     outputs: list[FileOutput | None] = [None] * len(paths)
-    meter = Progress.for_stderr(len(paths), progress)
+    meter = Progress.for_stderr(len(paths), False if tracker else progress)
     with ProcessPoolExecutor(max_workers=workers) as pool:
         how = transfer or TRANSFER
         futures = [pool.submit(run_file, p, i, how) for i, p in enumerate(paths)]
         for fut in futures:
             fut.add_done_callback(lambda f: meter.done(_frames(f)))
+            if tracker is not None:  # Options.progress: a file's packets when its worker ends
+                fut.add_done_callback(tracker.worker_done)
         for i, fut in enumerate(futures):
             outputs[i] = _collect(fut, paths[i], i)
     meter.close()

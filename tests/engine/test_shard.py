@@ -1,0 +1,147 @@
+"""Call-ID sharding (sipflow.engine.shard): a split run equals the single-process run.
+
+Every shard reads every packet but parses only its Call-IDs; shard 0 (this process) keeps
+the per-packet facts. The oracle is the single-process analysis of the same files: the
+JSON document must be equal, findings compared as a multiset (a split run lists them by
+frame, the single run in the order they were raised).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_pool import rotate
+
+from sipflow.api import SPLIT_MIN_BYTES, Options, _shards, analyze
+from sipflow.engine.shard import BUCKETS, Shard, call_id_of, plan
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "samples" / "pcaps"
+
+
+def _doc(paths: list[str], **kw: Any) -> dict[str, Any]:
+    opts = Options(keep_messages=False, keep_records=False, **kw)
+    return analyze(paths, opts).to_dict()
+
+
+def _assert_split_equals_single(paths: list[str]) -> dict[str, Any]:
+    single = _doc(paths, jobs=1)
+    split = _doc(paths, jobs=2, split=True)
+    single_findings = sorted(json.dumps(f, sort_keys=True) for f in single.pop("findings"))
+    split_findings = sorted(json.dumps(f, sort_keys=True) for f in split.pop("findings"))
+    for key in single:
+        assert split[key] == single[key], key
+    assert split_findings == single_findings
+    return single
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SAMPLES.glob("*.pcap")))
+def test_split_equals_single_on_the_samples(name: str) -> None:
+    doc = _assert_split_equals_single([str(SAMPLES / name)])
+    assert doc["calls"], "a sample with no call would test nothing"
+
+
+def test_split_equals_single_across_rotated_files(tmp_path: Path) -> None:
+    """Calls crossing file boundaries are one call in both runs."""
+    files = rotate(SAMPLES / "sipp_uac_uas_udp_mixed.pcap", tmp_path, 8)
+    doc = _assert_split_equals_single(files)
+    assert len(files) == 6 and len(doc["calls"]) == 5
+
+
+def test_both_shards_get_work_on_the_demo_sample() -> None:
+    """Not a vacuous split: the demo's calls fall in both shards of two."""
+    doc = _doc([str(SAMPLES / "sipp_uac_uas_udp_mixed.pcap")], jobs=1)
+    first = plan(2)[0]
+    ids = [cid.encode() for call in doc["calls"] for cid in call["call_ids"]]
+    owners = {0 if first.lo <= zlib.crc32(c) % BUCKETS < first.hi else 1 for c in ids}
+    assert owners == {0, 1}
+
+
+# The one kind of difference a split run makes, and why: a response is matched to its
+# transaction by branch and CSeq method (RFC 3261 §17.1.3), not by Call-ID, so a response
+# whose Call-ID was rewritten on the way still belongs to its request's transaction in one
+# process; split by Call-ID, it is parsed in the shard of its own Call-ID, alone.
+REWRITTEN_CALL_ID = {
+    # frame 7208: 200 OK to a BYE with Call-ID 1111-2222-3333-4444@1.1.1.1
+    "heplify__FAX-Call-t38-CA-TDM-SIP-FB-1.pcap": "1111-2222-3333-4444@1.1.1.1",
+}
+
+
+def _findings(doc: dict[str, Any]) -> list[str]:
+    return sorted(json.dumps(f, sort_keys=True) for f in doc["findings"])
+
+
+def test_split_equals_single_on_the_corpus(shared_dir: Path) -> None:
+    pcaps = sorted(
+        p for p in (shared_dir / "corpus" / "pcaps").iterdir() if p.suffix in {".pcap", ".pcapng"}
+    )
+    assert len(pcaps) > 50
+    for p in pcaps:
+        if p.name in REWRITTEN_CALL_ID:
+            continue
+        try:
+            _assert_split_equals_single([str(p)])
+        except AssertionError as exc:
+            raise AssertionError(f"{p.name}: {exc}") from exc
+
+
+@pytest.mark.parametrize("name", sorted(REWRITTEN_CALL_ID))
+def test_a_response_with_a_rewritten_call_id_is_the_known_difference(
+    shared_dir: Path, name: str
+) -> None:
+    path = [str(shared_dir / "corpus" / "pcaps" / name)]
+    single, split = _doc(path, jobs=1), _doc(path, jobs=2, split=True)
+    extra = set(_findings(split)) - set(_findings(single))
+    assert set(_findings(single)) <= set(_findings(split))
+    assert [json.loads(f)["code"] for f in extra] == ["sip.orphan_response"]
+    assert REWRITTEN_CALL_ID[name] in json.loads(extra.pop())["message"]
+    # one retransmission fewer on the call whose BYE it answered; nothing else changes
+    assert split["stats"]["retransmissions"] == single["stats"]["retransmissions"] - 1
+    assert split["stats"]["sip_messages"] == single["stats"]["sip_messages"]
+    for key in set(single) - {"stats", "calls", "findings"}:
+        assert split[key] == single[key], key
+
+
+def test_call_id_is_read_from_raw_bytes() -> None:
+    msg = b"INVITE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h\r\ncall-ID:  abc@h \r\n\r\nv=0\r\n"
+    assert call_id_of(msg) == b"abc@h"
+    compact = b"BYE sip:b@x SIP/2.0\ni: abc@h\nCSeq: 2 BYE\n\n"
+    assert call_id_of(compact) == b"abc@h"
+    # an SDP i= line (session information) is not a compact Call-ID header
+    assert call_id_of(b"SIP/2.0 200 OK\r\n\r\nv=0\r\ni=call-id: no\r\n") is None
+
+
+def test_messages_without_call_id_go_to_shard_zero() -> None:
+    first, second = plan(2)
+    assert first.mine(b"garbage on a SIP port") and not second.mine(b"garbage on a SIP port")
+
+
+def test_plan_covers_every_bucket_once() -> None:
+    for n in (2, 3, 4, 8, 16):
+        shards = plan(n)
+        assert [s.index for s in shards] == list(range(n))
+        assert shards[0].lo == 0 and shards[-1].hi == BUCKETS
+        assert all(a.hi == b.lo and a.lo <= a.hi for a, b in itertools.pairwise(shards))
+        # shard 0 also reads RTP, so it takes the smallest share of Call-IDs
+        assert shards[0].hi - shards[0].lo <= min(s.hi - s.lo for s in shards[1:])
+    assert Shard(1, 2, 0, 0).mine(b"x") is False
+
+
+def test_when_a_run_is_split() -> None:
+    demo = str(SAMPLES / "sipp_uac_uas_udp_mixed.pcap")
+    plain = Options(keep_messages=False, keep_records=False)
+    assert _shards([demo], Options(keep_messages=False, keep_records=False, jobs=2)) == 1
+    assert Path(demo).stat().st_size < SPLIT_MIN_BYTES  # too small to pay for a worker
+    forced = Options(keep_messages=False, keep_records=False, jobs=2, split=True)
+    assert _shards([demo], forced) == 2
+    assert _shards([demo], Options(jobs=2, split=True)) == 1  # messages kept: one process
+    plain.split, plain.jobs = True, 1
+    assert _shards([demo], plain) == 1
+    log = str(SAMPLES / "regen_basic.log")
+    assert _shards([log], forced) == 1  # logs tie channels to their own messages
+    assert _shards(["-"], forced) == 1  # stdin cannot be read twice
