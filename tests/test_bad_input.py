@@ -229,11 +229,6 @@ def test_garbage_and_http_on_sip_ports(hostile_pcap: tuple[Path, dict[str, int]]
     assert {8, 9} <= _referenced(result), result["findings"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a TCP segment without payload (the SYN, frame 7) is neither SIP, nor counted "
-    "in sources[].skipped, nor referenced by a finding",
-)
 def test_every_frame_is_accounted_for(hostile_pcap: tuple[Path, dict[str, int]]) -> None:
     path, facts = hostile_pcap
     result = analyse(path)

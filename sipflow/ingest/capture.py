@@ -21,14 +21,16 @@ payloads that are not SIP (``non_sip_udp``; RTP, RTCP, DTLS, ... - the sink sort
 and counts them by kind) are also handed to the sink as one
 :class:`~sipflow.rtp.columns.MediaBatch` of columns per chunk, never one object per
 packet; the few that came the slow way (tunnels, fragments, deep VLAN stacks) follow in a
-second, small batch per chunk. SIP handling and ``SourceStats`` are the same with or
-without a sink.
+second, small batch per chunk. Before that, each SIP payload of the chunk that carries an
+SDP ``m=`` line is shown to the sink (``announce``), so RTP on announced addresses is
+found even where its content alone would not be (:mod:`sipflow.rtp.announced`). SIP
+handling and ``SourceStats`` are the same with or without a sink.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import numpy as np
@@ -70,9 +72,12 @@ __all__ = ["MediaSink", "read_capture"]
 
 
 class MediaSink(Protocol):
-    """Receives the non-SIP UDP payloads of each chunk as columns."""
+    """Receives the non-SIP UDP payloads of each chunk as columns, and first the SIP
+    payloads of the chunk that carry SDP (``announce``: the media addresses they name)."""
 
     def feed(self, batch: MediaBatch) -> None: ...
+
+    def announce(self, payload: bytes) -> None: ...
 
 
 def read_capture(
@@ -83,8 +88,11 @@ def read_capture(
     media_sink: MediaSink | None = None,
     tls: TlsKeys | None = None,
     tls_stats: TlsStats | None = None,
+    on_chunk: Callable[[], None] | None = None,
 ) -> Iterator[Datagram]:
     """Datagrams that carry (or may carry) SIP from one capture, in capture order.
+
+    ``on_chunk`` is called after each chunk of records is counted in ``stats`` (progress).
 
     TLS connections (:mod:`sipflow.ingest.tls`) come out as ``Transport.TLS`` cleartext
     when ``tls`` holds their keys; their session facts are collected in ``tls_stats``.
@@ -99,6 +107,7 @@ def read_capture(
     try:
         pipeline = _Pipeline(cap, source, stats, findings, media_sink)
         pipeline.tls = TlsFollower(tls, tls_stats, source, findings, classify.looks_like_sip)
+        pipeline.on_chunk = on_chunk
         yield from pipeline.run()
     finally:
         stats.skipped.update(cap.skipped)
@@ -130,11 +139,17 @@ class _Pipeline:
         self.sip_ports: set[int] = set()
         self.hep = hep.HepDecapsulator(source, self.skipped, findings)  # HEP on any port
         self.tls = TlsFollower(None, None, source, findings, classify.looks_like_sip)
+        self.on_chunk: Callable[[], None] | None = None
 
     def run(self) -> Iterator[Datagram]:
         for chunk in self.cap.chunks():
             self._account(chunk)
-            yield from self._chunk(chunk)
+            if self.on_chunk is not None:
+                self.on_chunk()
+            for dg in self._chunk(chunk):  # the chunk's media reaches the sink after its SIP
+                if self.media_sink is not None and b"\nm=" in dg.payload:
+                    self.media_sink.announce(dg.payload)  # SDP: sipflow.rtp.announced
+                yield dg
             yield from self._expire(int(chunk.ts.max()))
         yield from self._flush()
 
@@ -257,6 +272,8 @@ class _Pipeline:
         elif not pkt.payload and not control:
             self.skipped["tcp_no_payload"] += 1
             return
+        if not pkt.payload:  # a SYN/FIN/RST: stream state for reassembly, no SIP to count
+            self.skipped["tcp_no_payload"] += 1
         seg = TcpSegment(self.source, frame, ts, src, dst, pkt.seq, pkt.ack, pkt.flags, pkt.payload)
         yield from self.tls.route(self.tcp.feed(seg))
         self._drain_tcp_findings()

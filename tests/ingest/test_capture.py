@@ -299,7 +299,8 @@ def test_tcp_connections_followed(tmp_path: Path) -> None:
     assert by_port[40002].startswith(b"OPTIONS sip:b@example.com SIP/2.0")
     assert 40003 not in by_port
     assert stats.skipped["non_sip_tcp"] == 1
-    assert stats.skipped["tcp_no_payload"] == 1  # A's SYN
+    # A's SYN (not followed) and B's (followed for stream state): frames without SIP
+    assert stats.skipped["tcp_no_payload"] == 2
 
 
 @pytest.mark.corpus
