@@ -79,6 +79,11 @@ class Config:
     """A TCP/TLS connection with no complete message for this long is closed."""
     media: str = "pass"
     """``pass`` (endpoints' SDP forwarded) or ``anchor`` (RTP relayed through our ports)."""
+    rtp_ports: tuple[int, int] = (20000, 29999)
+    """Anchored media: our RTP/RTCP port pairs come from this range (inclusive)."""
+    media_ip: str | None = None
+    """Anchored media: the address our RTP ports bind and our SDP names (default: the
+    first listener's host)."""
     caller_auth: CallerAuth | None = None
     pcap: str | None = None
     log: str | None = None
@@ -157,6 +162,13 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> Config:
     media = str(top.get("media", "pass"))
     if media not in ("pass", "anchor"):
         raise InputError(f"b2bua.media must be 'pass' or 'anchor', not {media!r}")
+    ports = top.get("rtp_ports", [20000, 29999])
+    try:
+        lo, hi = (int(x) for x in ports)
+    except (TypeError, ValueError):
+        raise InputError(f"b2bua.rtp_ports must be [first, last], not {ports!r}") from None
+    if not 1024 <= lo < hi <= 65535:
+        raise InputError(f"b2bua.rtp_ports must be two ports, first < last, not {ports!r}")
     return Config(
         listen=listen,
         routes=routes,
@@ -165,6 +177,8 @@ def parse_config(data: dict[str, Any], base: Path | None = None) -> Config:
         no_answer_timeout_s=float(top.get("no_answer_timeout", 60.0)),
         tcp_idle_timeout_s=float(top.get("tcp_idle_timeout", 32.0)),
         media=media,
+        rtp_ports=(lo, hi),
+        media_ip=str(top["media_ip"]) if "media_ip" in top else None,
         caller_auth=caller_auth,
         pcap=path("pcap"),
         log=path("log"),

@@ -16,6 +16,12 @@ back. A REFER from the B leg's side is a blind transfer the B2BUA carries out
 (:mod:`sipflow.b2bua.transfer`); building and sending messages, ACK, CANCEL, BYE and
 the end of a call are shared with the built-in UAs (:mod:`sipflow.b2bua.dialogs`).
 Request handlers are a table.
+
+With ``media = "anchor"`` each call gets an :class:`~sipflow.b2bua.media.Anchor`: one of
+our RTP port pairs per leg, the SDP of each leg rewritten to name ours, and
+:meth:`B2BUA.media_received` relaying each RTP/RTCP datagram to the other leg (SRTP
+protected/unprotected on an SRTP leg); the ports are opened when the B leg is INVITEd and
+closed when the call ends (:class:`~sipflow.b2bua.media.MediaOpen` / ``MediaClose``).
 """
 
 from __future__ import annotations
@@ -82,6 +88,12 @@ class B2BUA(Transfers):
             "OPTIONS": self._on_options,
             "REFER": self._on_refer,
         }
+        self.ports: media.PortPool | None = None
+        """Anchored media: our free RTP port pairs (None: SDP passed through)."""
+        if config.media == "anchor":
+            ip = config.media_ip or config.listen[0].host
+            self.ports = media.PortPool(ip, *config.rtp_ports)
+        self._anchors: dict[Endpoint, media.Anchor] = {}  # our RTP endpoint -> its call's relay
 
     # -- entry points ----------------------------------------------------------------------
 
@@ -117,6 +129,20 @@ class B2BUA(Transfers):
                 call.deadline = None
                 out += self._no_answer(call, now)
         return out + self._run_later(now)
+
+    def media_received(self, data: bytes, local: Endpoint, src: Endpoint, now: int) -> list[Action]:
+        """An RTP/RTCP datagram reached our ``local`` port: relay it to the other leg."""
+        anchor = self._anchors.get(Endpoint(local.ip, local.port - (local.port % 2)))
+        if anchor is None:
+            self.stats.drop("stray-media")
+            return []
+        dropped = anchor.dropped
+        out = anchor.relay(data, local)
+        if out is None:
+            if anchor.dropped > dropped:  # else held until the answer keys the leg
+                self.stats.drop("media-dropped")
+            return []
+        return [out]
 
     def transport_error(self, dst: Endpoint, transport: Transport, now: int) -> list[Action]:
         """A connection to ``dst`` could not be made or broke: its client transactions end
@@ -204,11 +230,79 @@ class B2BUA(Transfers):
     def _start_b(self, call: Call, target: str, now: int) -> list[Action]:
         a, route = call.a, call.route
         assert a is not None and route is not None and a.invite is not None
-        b, out = self._originate(call, route, target, a.invite.body, now)
+        body, opened = a.invite.body, []
+        if self.ports is not None and sdp_body(a.invite):
+            anchor = self._open_anchor(call)
+            if anchor is None:
+                self.stats.drop("no-rtp-port")
+                return self._fail_a(call, 503, "Service Unavailable", now)
+            anchor.a_remote = media.media_address(body)
+            anchor.srtp = route.srtp
+            body = media.anchor_sdp(body, anchor.b_local)
+            opened = [media.MediaOpen(anchor.a_local), media.MediaOpen(anchor.b_local)]
+        b, out = self._originate(call, route, target, body, now)
         if b is None:
             return self._fail_a(call, 404, "Not Found", now)
         call.b = b
         call.deadline = now + self._ring_limit(route)
+        return opened + out
+
+    # -- anchored media ------------------------------------------------------------------------
+
+    def _open_anchor(self, call: Call) -> media.Anchor | None:
+        """Two of our port pairs for ``call`` (A leg, B leg); None when too few are free."""
+        assert self.ports is not None
+        if len(self.ports) < 2:
+            return None
+        a_local, b_local = self.ports.take(), self.ports.take()
+        assert a_local is not None and b_local is not None
+        call.anchor = media.Anchor(a_local, b_local)
+        self._anchors[a_local] = self._anchors[b_local] = call.anchor
+        return call.anchor
+
+    def _to_a(self, b: Leg, body: bytes, final: bool) -> tuple[bytes, list[Action]]:
+        """The B side's SDP as the caller gets it: plain RTP (the seed's flow) and, when
+        anchored, naming our A-leg pair; a final answer also keys the SRTP relay (the
+        SRTP it held until then is relayed)."""
+        if not body:
+            return body, []
+        if b.srtp_offer:
+            if final:
+                b.srtp_answer = media.selected(body)
+            body = media.strip_sdes(body)
+        anchor = b.call.anchor
+        if anchor is None:
+            return body, []
+        anchor.b_remote = media.media_address(body) or anchor.b_remote
+        held: list[Action] = []
+        if final and b.srtp_offer:
+            ours = media.offered_for(b.srtp_offer, b.srtp_answer)
+            if ours is not None and b.srtp_answer is not None:
+                held += anchor.keyed(*media.srtp_pair(ours, b.srtp_answer))
+        return media.anchor_sdp(body, anchor.a_local), held
+
+    def _anchored(self, frm: Leg, body: bytes) -> bytes:
+        """A mid-dialog SDP from ``frm`` as the other leg gets it when anchored: its
+        peer's new address noted, our pair on the other leg named (re-INVITE, hold)."""
+        anchor = frm.call.anchor
+        if anchor is None or not body:
+            return body
+        where = media.media_address(body)
+        if frm is frm.call.a:
+            anchor.a_remote = where or anchor.a_remote
+            return media.anchor_sdp(body, anchor.b_local)
+        anchor.b_remote = where or anchor.b_remote
+        return media.anchor_sdp(body, anchor.a_local)
+
+    def _end_call(self, call: Call, now: int) -> list[Action]:
+        out = super()._end_call(call, now)
+        anchor, call.anchor = call.anchor, None
+        if anchor is None or self.ports is None:
+            return out
+        for local in (anchor.a_local, anchor.b_local):
+            self._anchors.pop(local, None)
+            self.ports.give(local)
+            out.append(media.MediaClose(local))
         return out
 
     # -- requests ----------------------------------------------------------------------------
@@ -308,7 +402,8 @@ class B2BUA(Transfers):
             leg.sdp = sdp_body(req) or leg.sdp
         other.cseq += 1
         ctype = req.headers.get("content-type") or "application/sdp"
-        data = self._request(other, req.method, other.cseq, self.ids.branch(), req.body, ctype)
+        body = self._anchored(leg, req.body) if sdp_body(req) else req.body
+        data = self._request(other, req.method, other.cseq, self.ids.branch(), body, ctype)
         key = key_of(req)
         assert key is not None
         client = _Client(other, req.method, (leg, req, key))
@@ -378,7 +473,7 @@ class B2BUA(Transfers):
                 b.remote_tag = resp.to_tag
             return []
         out = self._early(b, resp, now) + self._progress(a, resp, now)
-        body = media.strip_sdes(resp.body) if b.srtp_offer and resp.body else resp.body
+        body, _ = self._to_a(b, resp.body, final=False)
         data = self._response(
             a.invite, resp.status, resp.reason, a.local_tag, body, transport=a.transport
         )
@@ -397,14 +492,12 @@ class B2BUA(Transfers):
         call.deadline = None
         call.answer = now
         call.final_code, call.final_reason = resp.status, resp.reason
-        body = resp.body
-        if b.srtp_offer and body:
-            b.srtp_answer = media.selected(body)
-            body = media.strip_sdes(body)  # the A leg is plain RTP (the seed's flow)
+        body, held = self._to_a(b, resp.body, final=True)
         data = self._response(
             a.invite, resp.status, resp.reason, a.local_tag, body, transport=a.transport
         )
         out.append(self._answer(a.invite, data, resp.status, a.peer, a.transport, now))
+        out += held
         for leg in (b, a):
             out += self._answered(leg, now)
         out.append(self._ev(EventKind.ORIGINATE, a, now, new="Success", detail=b.channel))
@@ -423,9 +516,8 @@ class B2BUA(Transfers):
                 out += self._ack_failure(client.leg, resp, now)
         if resp.status == 100:
             return out
-        data = self._response(
-            req, resp.status, resp.reason, None, resp.body, transport=origin.transport
-        )
+        body = self._anchored(client.leg, resp.body) if sdp_body(resp) else resp.body
+        data = self._response(req, resp.status, resp.reason, None, body, transport=origin.transport)
         out.append(self._answer(req, data, resp.status, origin.peer, origin.transport, now))
         if client.method == "INVITE" and 200 <= resp.status < 300:
             key = key_of(req)

@@ -59,7 +59,7 @@ class CallEvent:
     detail: str = ""
 
 
-Action = Send | CallEvent
+Action = Send | CallEvent | media.MediaAction
 
 
 class Ids:
@@ -181,6 +181,8 @@ class Call:
     """The transfer in progress (its target not answered yet)."""
     transfers: list[Transfer] = field(default_factory=list)
     done: bool = False
+    anchor: media.Anchor | None = None
+    """Anchored media (``media = "anchor"``): this call's RTP relay."""
 
     @property
     def b_call_ids(self) -> list[str]:

@@ -10,7 +10,10 @@ the truth JSON (``out.truth.json``). A scenario with a TLS leg also leaves the B
 TLS key log (``out.keys.log``) and, when tcpdump may capture on lo, the real encrypted
 wire (``out.wire.pcap``; :mod:`sipflow.b2bua.wire`). ``load`` and ``traffic`` take a
 number of calls and a rate (:func:`scenario`); any scenario can have the B2BUA add
-``X-CID`` to its B legs.
+``X-CID`` to its B legs. A scenario with ``media="anchor"`` runs the B2BUA with anchored
+media and has both UAs send ``rtp_packets`` RTP packets per answered call, on port pairs
+found free on 127.0.0.1 at the start: the pcap then holds the RTP of both legs (SRTP on
+an SRTP leg) beside the SIP.
 """
 
 from __future__ import annotations
@@ -51,6 +54,10 @@ class Scenario:
     extra: dict[str, str] = field(default_factory=dict)
     x_cid: bool = False
     """The B2BUA adds ``X-CID: <A-leg Call-ID>`` to its B-leg INVITEs (Config.x_cid)."""
+    media: str = "pass"
+    """The B2BUA's ``media`` mode: ``pass`` or ``anchor`` (Config.media)."""
+    rtp_packets: int = 0
+    """RTP packets each UA sends per answered call (20 ms apart; 0: no media)."""
 
 
 def _load(n: int, rate: float, seed: int = 0) -> tuple[PlannedCall, ...]:
@@ -133,6 +140,19 @@ SCENARIOS: dict[str, Scenario] = {
             srtp=True,
         ),
         Scenario(
+            "auth407-anchor",
+            "auth407 with anchored media: the B2BUA relays RTP through its own ports; both "
+            "UAs send 50 packets of PCMU (20 ms), plain RTP on the caller's leg, SDES SRTP "
+            "(AEAD_AES_256_GCM) on the TLS trunk leg",
+            (PlannedCall("auth407", hangup_ms=1500),),
+            caller=Transport.TCP,
+            callee=Transport.TLS,
+            credentials=True,
+            srtp=True,
+            media="anchor",
+            rtp_packets=50,
+        ),
+        Scenario(
             "hold",
             "answered call put on hold (re-INVITE sendonly) and back (sendrecv), then BYE",
             (PlannedCall("hold", hangup_ms=None, hold=True),),
@@ -206,6 +226,26 @@ def _free_port(kind: int = socket.SOCK_STREAM) -> int:
     raise OSError("no free port")
 
 
+def _free_pairs(n: int) -> int:
+    """The first of ``2 * n`` consecutive UDP ports (from an even one) free on 127.0.0.1."""
+    rnd = random.Random()
+    for _ in range(100):
+        base = rnd.randrange(20000, 60000 - 2 * n, 2)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + 2 * n):
+                u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(u)
+                u.bind((HOST, port))
+        except OSError:
+            continue
+        finally:
+            for u in socks:
+                u.close()
+        return base
+    raise OSError("no free RTP ports")
+
+
 @dataclass
 class RegenResult:
     pcap: Path
@@ -221,13 +261,24 @@ class RegenResult:
     """tcpdump's capture of the run on lo (TLS legs encrypted), when it could run."""
     wire_note: str | None = None
     """Why a TLS scenario has no wire capture."""
+    nodes: dict[str, dict[str, int]] = field(default_factory=dict)
+    """What each node's sockets counted (uac, b2bua, uas): e.g. ``media-bind-failed``."""
+    media: dict[str, int] = field(default_factory=dict)
+    """RTP/RTCP datagrams the UAs sent and received (``uac_out``, ``uas_in``, ...)."""
 
 
 async def _run(
     sc: Scenario, out: Path, tmp: Path, seed: int | None, wire: WireEvidence
 ) -> RegenResult:
     uas_port, b2b_port, tls_port, uac_port = (_free_port() for _ in range(4))
-    wire.start((uas_port, b2b_port, tls_port, uac_port))
+    ranges: list[tuple[int, int]] = []
+    bases: list[int] = []
+    if sc.media == "anchor" or sc.rtp_packets:  # B2BUA: two pairs per call; each UA: one
+        n = min(len(sc.calls), 500)
+        bases = [_free_pairs(2 * n), _free_pairs(n), _free_pairs(n)]
+        ranges = [(bases[0], bases[0] + 4 * n - 1), (bases[1], bases[1] + 2 * n - 1)]
+        ranges.append((bases[2], bases[2] + 2 * n - 1))
+    wire.start((uas_port, b2b_port, tls_port, uac_port), ranges)
     cert, key = str(tmp / "cert.pem"), str(tmp / "key.pem")
 
     def listen(t: Transport, port: int) -> Listen:
@@ -254,11 +305,16 @@ async def _run(
         Listen(Transport.TCP, HOST, b2b_port),
         listen(Transport.TLS, tls_port),
     )
-    config = Config(b2b_listen, (route,), seed=seeded(1), x_cid=sc.x_cid)
+    config = Config(b2b_listen, (route,), seed=seeded(1), x_cid=sc.x_cid, media=sc.media)
+    if sc.media == "anchor":
+        config = dataclasses.replace(config, rtp_ports=ranges[0], media_ip=HOST)
     core = B2BUA(config)
     log, truth = out.with_suffix(".log"), out.with_suffix(".truth.json")
     recorder = Recorder.open(str(out), str(log), str(wire.keylog) if wire.keylog else None)
     uac = Uac(listen(sc.caller, uac_port), Endpoint(HOST, b2b_port), seeded(2))
+    if sc.rtp_packets:
+        uas.rtp_packets = uac.rtp_packets = sc.rtp_packets
+        uas.rtp_base, uac.rtp_base = bases[1], bases[2]
     nodes = [
         Node(uas, uas.config.listen),
         Node(core, b2b_listen, recorder),
@@ -282,7 +338,11 @@ async def _run(
     for c in calls:
         outcomes[c.outcome] = outcomes.get(c.outcome, 0) + 1
     dropped = {"uac": uac.stats.dropped, "b2bua": core.stats.dropped, "uas": uas.stats.dropped}
-    return RegenResult(out, log, truth, len(calls), outcomes, dropped, wire.keylog)
+    result = RegenResult(out, log, truth, len(calls), outcomes, dropped, wire.keylog)
+    result.nodes = {k: n.counts for k, n in zip(("uas", "b2bua", "uac"), nodes, strict=True)}
+    result.media = {"uac_out": uac.media_out, "uac_in": uac.media_in}
+    result.media.update(uas_out=uas.media_out, uas_in=uas.media_in)
+    return result
 
 
 def regen(

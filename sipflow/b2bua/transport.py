@@ -12,6 +12,12 @@ context (listeners and outgoing) appends its secrets there in the NSS key log fo
 After each event the node asks the agent for its next deadline and arms one
 ``loop.call_at``. A stream connection that has not completed a message within
 ``tcp_idle_timeout_s`` is closed (half-open).
+
+Anchored media: a :class:`~sipflow.b2bua.media.MediaOpen` action binds a UDP RTP port
+and its RTCP port (the next one); what they receive goes to the agent's
+``media_received`` (relay decisions are the agent's) and a ``MediaSend`` leaves from the
+bound port it names. RTP/RTCP in and out is written to the pcap like the SIP (real bytes,
+real times), not to the log.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import asyncio
 import datetime
 import functools
 import os
+import socket
 import ssl
 import time
 from collections.abc import Sequence
@@ -30,6 +37,7 @@ from typing import IO, Protocol, cast
 from sipflow.b2bua.config import Config, Listen
 from sipflow.b2bua.core import Action, CallEvent, Send
 from sipflow.b2bua.logwriter import PcapRecords, event_line, trace_block
+from sipflow.b2bua.media import MediaClose, MediaOpen, MediaSend
 from sipflow.ingest.types import Datagram, Endpoint, Transport
 from sipflow.sip.framing import StreamFramer
 
@@ -140,6 +148,11 @@ class Recorder:
             peer = dst if out else src
             self.log.write(trace_block("send" if out else "recv", data, t, peer, ts))
 
+    def media(self, ts: int, src: Endpoint, dst: Endpoint, data: bytes) -> None:
+        """An RTP/RTCP datagram in or out: pcap only (a PBX log does not trace media)."""
+        if self.pcap is not None:
+            self.pcap.write(self.records.record(ts, src, dst, Transport.UDP, data))
+
     def event(self, ev: CallEvent) -> None:
         if self.log is not None:
             self.log.write(event_line(ev))
@@ -162,6 +175,32 @@ class _Udp(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         src = Endpoint(str(addr[0]), int(addr[1]))
         self.node.on_message(data, src, self.local, Transport.UDP)
+
+
+class _Media(asyncio.DatagramProtocol):
+    """One bound RTP or RTCP port of anchored media (or of a built-in UA's stream)."""
+
+    def __init__(self, node: Node, local: Endpoint, sock: socket.socket) -> None:
+        self.node = node
+        self.local = local
+        self.sock = sock
+        """The bound socket (sends go through it until the transport is set up)."""
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        if self.node.media.get(self.local) is not self:  # closed before it was set up
+            self.transport.close()
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.node.on_media(data, Endpoint(str(addr[0]), int(addr[1])), self.local)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP port unreachable and the like
+        self.node.counts["media-error"] = self.node.counts.get("media-error", 0) + 1
+
+
+def _same(proto: _Media) -> _Media:
+    return proto
 
 
 class _Stream(asyncio.Protocol):
@@ -226,6 +265,8 @@ class Node:
         self.recorder = recorder or Recorder()
         self.idle_timeout = tcp_idle_timeout_s
         self.udp: dict[Endpoint, _Udp] = {}
+        self.media: dict[Endpoint, _Media] = {}
+        """Bound RTP/RTCP ports (anchored media, built-in UAs' streams)."""
         self.conns: dict[tuple[Transport, Endpoint], _Stream] = {}
         self.connecting: dict[tuple[Transport, Endpoint], list[bytes]] = {}
         self.servers: list[asyncio.AbstractServer] = []
@@ -235,6 +276,7 @@ class Node:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client_ctx: ssl.SSLContext | None = None
+        self._tasks: set[asyncio.Task[object]] = set()  # referenced until done (asyncio docs)
 
     async def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
@@ -262,9 +304,11 @@ class Node:
             conn.close()
         for server in self.servers:
             server.close()
-        for proto in self.udp.values():
+        protos: list[_Udp | _Media] = [*self.udp.values(), *self.media.values()]
+        for proto in protos:
             if proto.transport is not None:
                 proto.transport.close()
+        self.media.clear()
         await asyncio.sleep(0)
 
     # -- agent I/O ---------------------------------------------------------------------------
@@ -280,13 +324,79 @@ class Node:
         self._do(actions)
         self.rearm()
 
+    def on_media(self, data: bytes, src: Endpoint, local: Endpoint) -> None:
+        now = time.time_ns()
+        self.recorder.media(now, src, local, data)
+        receive = getattr(self.agent, "media_received", None)
+        if receive is None:
+            return
+        try:
+            actions = receive(data, local, src, now)
+        except Exception:
+            self.counts["agent-error"] = self.counts.get("agent-error", 0) + 1
+            actions = []
+        self._do(actions)
+
     def _do(self, actions: Sequence[Action]) -> None:
         for a in actions:
             if isinstance(a, Send):
                 self._send(a)
+            elif isinstance(a, MediaSend):
+                self._send_media(a)
+            elif isinstance(a, MediaOpen):
+                self._open_media(a.local)
+            elif isinstance(a, MediaClose):
+                self._close_media(a.local)
             else:
                 self.events += 1
                 self.recorder.event(a)
+
+    # -- media ports ------------------------------------------------------------------------
+
+    def _open_media(self, rtp: Endpoint) -> None:
+        """Bind ``rtp`` and its RTCP port now (a clash is counted, not raised)."""
+        assert self._loop is not None
+        for port in (rtp.port, rtp.port + 1):
+            local = Endpoint(rtp.ip, port)
+            if local in self.media:
+                continue
+            sock = socket.socket(
+                socket.AF_INET6 if ":" in rtp.ip else socket.AF_INET, socket.SOCK_DGRAM
+            )
+            try:
+                sock.bind((rtp.ip, port))
+            except OSError:
+                sock.close()
+                self.counts["media-bind-failed"] = self.counts.get("media-bind-failed", 0) + 1
+                continue
+            sock.setblocking(False)
+            proto = _Media(self, local, sock)
+            self.media[local] = proto
+            task = self._loop.create_task(
+                self._loop.create_datagram_endpoint(functools.partial(_same, proto), sock=sock)
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _close_media(self, rtp: Endpoint) -> None:
+        for port in (rtp.port, rtp.port + 1):
+            proto = self.media.pop(Endpoint(rtp.ip, port), None)
+            if proto is not None and proto.transport is not None:
+                proto.transport.close()
+
+    def _send_media(self, m: MediaSend) -> None:
+        proto = self.media.get(m.src)
+        if proto is None:
+            self.counts["media-unbound"] = self.counts.get("media-unbound", 0) + 1
+            return
+        self.recorder.media(time.time_ns(), m.src, m.dst, m.data)
+        if proto.transport is not None:
+            proto.transport.sendto(m.data, (m.dst.ip, m.dst.port))
+            return
+        try:  # bound, its asyncio transport not set up yet: the socket itself
+            proto.sock.sendto(m.data, (m.dst.ip, m.dst.port))
+        except OSError:
+            self.counts["media-error"] = self.counts.get("media-error", 0) + 1
 
     def _send(self, s: Send) -> None:
         now = time.time_ns()

@@ -12,13 +12,23 @@ a B2BUA whose calls have only a B leg: it places the calls of a :class:`CallPlan
 the B2BUA), then hangs up, cancels or puts the call on hold and back as the plan says.
 Everything the transactions and dialogs need (retransmissions, ACKs, CANCEL, BYE) is
 the core's.
+
+Media (off unless :attr:`Talker.rtp_packets` is set, as the anchored regen scenario
+does): once a call is answered each UA sends that many RTP packets of G.711 PCMU
+(payload type 0, 20 ms: 160 samples of a tone, 440 Hz from the UAS, 660 Hz from the
+UAC, at real 20 ms intervals on the core's timer) from the port its SDP named to the
+port the other side's SDP named; the UAS protects them with the key of its a=crypto
+answer when the offer was SDES (RFC 4568 §5.1). What the UAs receive is only counted.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import re
+import struct
 from dataclasses import dataclass
+from typing import Any
 
 from sipflow.b2bua import media
 from sipflow.b2bua.config import Config, Listen, Route, parse_config
@@ -108,12 +118,122 @@ def _config(listen: Listen, name: str, seed: int | None) -> Config:
     return Config(listen=(listen,), routes=(), name=name, seed=cfg.seed)
 
 
-class Uas(B2BUA):
+PTIME_MS = 20
+SAMPLES = 8000 * PTIME_MS // 1000  # G.711 at 8 kHz: 160 samples (bytes) per packet
+
+
+def ulaw(sample: int) -> int:
+    """One 16-bit linear sample as G.711 mu-law (ITU-T G.711, the usual bias-and-segment
+    encoder)."""
+    sign = 0x80 if sample < 0 else 0
+    magnitude = min(abs(sample), 32635) + 0x84
+    exponent, mask = 7, 0x4000
+    while exponent and not magnitude & mask:
+        exponent, mask = exponent - 1, mask >> 1
+    mantissa = (magnitude >> (exponent + 3)) & 0x0F
+    return ~(sign | exponent << 4 | mantissa) & 0xFF
+
+
+def tone_frame(hz: float, index: int) -> bytes:
+    """Packet ``index`` of a continuous tone in PCMU (its phase runs on, so each packet's
+    payload differs)."""
+    start = index * SAMPLES
+    return bytes(
+        ulaw(int(8000 * math.sin(2 * math.pi * hz * (start + i) / 8000))) for i in range(SAMPLES)
+    )
+
+
+def rtp_packet(
+    seq: int, ts: int, ssrc: int, payload: bytes, pt: int = 0, mark: bool = False
+) -> bytes:
+    """An RTP packet: version 2, no padding, extension or CSRC (RFC 3550 §5.1)."""
+    return struct.pack("!BBHII", 0x80, (0x80 if mark else 0) | pt, seq, ts, ssrc) + payload
+
+
+@dataclass(eq=False, slots=True)
+class _Talk:
+    """One RTP stream a UA sends."""
+
+    local: Endpoint
+    remote: Endpoint
+    ssrc: int
+    hz: float
+    start: int
+    """When packet 0 is due (ns); packet n is due ``n`` ptimes later (no drift)."""
+    protect: Any = None
+    """pylibsrtp session (our a=crypto key) when the leg is SRTP."""
+    sent: int = 0
+
+
+class Talker(B2BUA):
+    """What both built-in UAs do with media: send :attr:`rtp_packets` RTP packets per
+    answered call, count what comes in."""
+
+    rtp_packets = 0
+    """Packets each side sends per answered call (0: no media, the default)."""
+    rtp_base = 40000
+    """The first RTP port of this UA's SDP (a pair per call)."""
+    tone_hz = 660.0
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.media_in = 0
+        """RTP/RTCP datagrams received."""
+        self.media_out = 0
+        self._talking: dict[str, Endpoint] = {}  # call uuid -> our bound RTP endpoint
+
+    def media_received(self, data: bytes, local: Endpoint, src: Endpoint, now: int) -> list[Action]:
+        self.media_in += 1
+        return []
+
+    def _media_port(self, call: Call, local_ip: str, n: int) -> Endpoint:
+        ep = Endpoint(local_ip, self.rtp_base + 2 * n)
+        if self.rtp_packets:
+            self._talking[call.uuid] = ep
+        return ep
+
+    def _open(self, call: Call) -> list[Action]:
+        ep = self._talking.get(call.uuid)
+        return [media.MediaOpen(ep)] if ep is not None else []
+
+    def _talk(self, call: Call, remote: Endpoint | None, protect: Any, now: int) -> list[Action]:
+        """Start sending (first packet one ptime from now)."""
+        local = self._talking.get(call.uuid)
+        if local is None or remote is None:
+            return []
+        ssrc = int.from_bytes(self.ids.bytes(4), "big")
+        talk = _Talk(local, remote, ssrc, self.tone_hz, now + PTIME_MS * MS, protect)
+        self.schedule(talk.start, functools.partial(self._next_packet, call, talk))
+        return []
+
+    def _next_packet(self, call: Call, talk: _Talk, now: int) -> list[Action]:
+        if call.done or talk.sent >= self.rtp_packets:
+            return []
+        n = talk.sent
+        data = rtp_packet(n + 1, n * SAMPLES, talk.ssrc, tone_frame(talk.hz, n), mark=n == 0)
+        if talk.protect is not None:
+            data = bytes(talk.protect.protect(data))
+        talk.sent += 1
+        self.media_out += 1
+        if talk.sent < self.rtp_packets:
+            due = talk.start + talk.sent * PTIME_MS * MS
+            self.schedule(due, functools.partial(self._next_packet, call, talk))
+        return [media.MediaSend(data, talk.local, talk.remote)]
+
+    def _end_call(self, call: Call, now: int) -> list[Action]:
+        out = super()._end_call(call, now)
+        ep = self._talking.pop(call.uuid, None)
+        return out + ([media.MediaClose(ep)] if ep is not None else [])
+
+
+class Uas(Talker):
     """Answers as the Request-URI user says: ``answer`` / ``busy`` / ``notfound`` /
     ``ring`` / ``auth407`` / ``transfer`` (a prefix of the user; e.g. ``answer-1``)."""
 
     def __init__(self, listen: Listen, seed: int | None = None, ring_ms: int = 200) -> None:
         super().__init__(_config(listen, "sipflow-uas", seed))
+        self.rtp_base = 30000
+        self.tone_hz = 440.0
         self.ring = ring_ms * MS
         self.password = "secret"
         self.realm = "sipflow.test"
@@ -171,15 +291,23 @@ class Uas(B2BUA):
         if call.done or a.invite is None:
             return []
         chosen = media.answer_sdes(a.invite.body, self.ids.bytes)
-        port = 30000 + (len(self.calls) % 500) * 2
-        body = sdp("uas", self._local(a.transport).ip, port, crypto=chosen is not None)
+        ip = self._local(a.transport).ip
+        port = self._media_port(call, ip, len(self.calls) % 500).port
+        body = sdp("uas", ip, port, crypto=chosen is not None)
         if chosen is not None:  # RFC 4568 §7.1.2: one of the offered suites, our own key
             body += media.crypto_line(chosen)
         data = self._response(a.invite, 200, "OK", a.local_tag, body, transport=a.transport)
         call.answer = now
         call.final_code, call.final_reason = 200, "OK"
         a.state = LegState.ACTIVE
-        return [self._answer(a.invite, data, 200, a.peer, a.transport, now)]
+        out = self._open(call)
+        if out:
+            offered = media.selected(a.invite.body)  # the offerer's key: what it sends
+            protect = None
+            if chosen is not None and offered is not None:
+                protect, _ = media.srtp_pair(chosen, offered)
+            out += self._talk(call, media.media_address(a.invite.body), protect, now)
+        return [*out, self._answer(a.invite, data, 200, a.peer, a.transport, now)]
 
     def _refer(self, a: Leg, now: int) -> list[Action]:
         """Blind transfer (RFC 3515, RFC 5589 §6.1): REFER the caller to ``transfer_to``
@@ -227,7 +355,7 @@ class PlannedCall:
     """re-INVITE sendonly 300 ms after the answer, sendrecv 300 ms later, then BYE."""
 
 
-class Uac(B2BUA):
+class Uac(Talker):
     """Places the planned calls to ``target`` (the B2BUA) over ``listen.transport``."""
 
     def __init__(self, listen: Listen, target: Endpoint, seed: int | None = None) -> None:
@@ -277,7 +405,8 @@ class Uac(B2BUA):
         self._plans[call.uuid] = p
         if p.cancel_ms is not None:
             self.schedule(now + p.cancel_ms * MS, functools.partial(self._cancel, call))
-        return [self._send_invite(b, sdp("alice", local.ip, 40000 + 2 * (self.placed % 1000)), now)]
+        port = self._media_port(call, local.ip, self.placed % 1000).port
+        return [*self._open(call), self._send_invite(b, sdp("alice", local.ip, port), now)]
 
     def _cancel(self, call: Call, now: int) -> list[Action]:
         if call.done or call.answer is not None:
@@ -291,16 +420,17 @@ class Uac(B2BUA):
         call.answer = now
         call.final_code, call.final_reason = resp.status, resp.reason
         b.state = LegState.ACTIVE
+        talk = self._talk(call, media.media_address(resp.body), None, now)
         p = self._plans.get(call.uuid)
         if p is None:
-            return []
+            return talk
         if p.hold:
             self.schedule(now + 300 * MS, lambda n: self._hold(b, "sendonly", n))
             self.schedule(now + 600 * MS, lambda n: self._hold(b, "sendrecv", n))
             self.schedule(now + 900 * MS, lambda n: self._hangup(b, n))
         elif p.hangup_ms is not None:
             self.schedule(now + p.hangup_ms * MS, lambda n: self._hangup(b, n))
-        return []
+        return talk
 
     def _hold(self, b: Leg, direction: str, now: int) -> list[Action]:
         if b.call.done or not b.confirmed:

@@ -49,15 +49,18 @@ class WireEvidence:
         if self._target is not None:
             self._target.unlink(missing_ok=True)
 
-    def start(self, ports: Iterable[int]) -> None:
-        """Run tcpdump on the run's ports; on failure set :attr:`note` and carry on."""
+    def start(self, ports: Iterable[int], ranges: Iterable[tuple[int, int]] = ()) -> None:
+        """Run tcpdump on the run's ports and port ranges (anchored media: the RTP/RTCP
+        pairs); on failure set :attr:`note` and carry on."""
         if self._target is None:
             return
         tcpdump = shutil.which("tcpdump")
         if tcpdump is None:
             self.note = "tcpdump is not installed"
             return
-        bpf = " or ".join(f"port {p}" for p in sorted(set(ports)))
+        terms = [f"port {p}" for p in sorted(set(ports))]
+        terms += [f"portrange {lo}-{hi}" for lo, hi in ranges]
+        bpf = " or ".join(terms)
         cmd = [tcpdump, "-i", self._iface, "-U", "--immediate-mode", "-s", "0", "-n"]
         if os.geteuid() == 0:
             cmd += ["-Z", "root"]  # keep the file ours (Debian's tcpdump drops to "tcpdump")
