@@ -15,6 +15,7 @@ against the corpus captures and the loopback runs in tests/correlate.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -206,6 +207,26 @@ def rule_replaces(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
     return None
 
 
+REFER_WINDOW = 32_000 * MS
+"""A referred INVITE comes within this of its REFER (Timer B-ish bound)."""
+REFER_PROMPT = 250 * MS
+"""REFER -> INVITE gap at which the gap says nothing (``refer_gap`` weight 0)."""
+
+
+def _referred(a: Leg, b: Leg, plan: NumberPlan) -> tuple[str | None, int] | None:
+    """(Refer-To user, gap) of the REFER of ``a`` whose target ``b`` calls: the latest
+    one before ``b``'s INVITE within :data:`REFER_WINDOW`."""
+    best: tuple[str | None, int] | None = None
+    for user, _replaces, ts in a.f.refers:
+        gap = b.f.near.invite - ts
+        if not 0 <= gap <= REFER_WINDOW or (best is not None and gap >= best[1]):
+            continue
+        target = normalise_user(user, plan)
+        if target and target in b.targets:
+            best = (user, gap)
+    return best
+
+
 def rule_refer(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
     """RFC 3515 §2.4.2: a REFER in ``a`` asks for a new INVITE to its Refer-To target,
     sent soon after it (RFC 3892 Referred-By on that INVITE names the referrer)."""
@@ -213,16 +234,28 @@ def rule_refer(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
         for _user, replaces, _ts in x.f.refers:
             if replaces and replaces in y.f.call_ids:
                 return Evidence("refer", "Refer-To Replaces", y.f.call_id, replaces, 8.0)
-    for user, replaces, ts in a.f.refers:
-        if not 0 <= b.f.near.invite - ts <= 32_000 * MS:  # Timer B-ish bound
-            continue
-        target = normalise_user(user, plan)
-        if target and target in b.targets:
-            weight = 5.0 + (1.0 if b.f.referred_by else 0.0)
-            return Evidence("refer", "Refer-To", user, b.f.to_user, weight)
-        if replaces and replaces in b.f.replaces:
+    found = _referred(a, b, plan)
+    if found is not None:
+        weight = 5.0 + (1.0 if b.f.referred_by else 0.0)
+        return Evidence("refer", "Refer-To", found[0], b.f.to_user, weight)
+    for _user, replaces, ts in a.f.refers:
+        if 0 <= b.f.near.invite - ts <= REFER_WINDOW and replaces and replaces in b.f.replaces:
             return Evidence("refer", "Refer-To Replaces", replaces, replaces, 8.0)
     return None
+
+
+def rule_refer_gap(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
+    """RFC 3515 §2.4.2 / RFC 5589 §6.1: the referee accepts the REFER (202) and sends the
+    INVITE at once, while an unrelated INVITE to the same user is as likely at any time of
+    the window: the log-odds fall with the log of the REFER -> INVITE gap,
+    ln(:data:`REFER_PROMPT` / gap), within [-3, +3] (+3 up to 12 ms, 0 at 250 ms, -1.4 at
+    1 s). Two transfers to one user at once: the nearest REFER wins."""
+    found = _referred(a, b, plan)
+    if found is None:
+        return None
+    gap = found[1]
+    weight = max(-3.0, min(3.0, math.log(REFER_PROMPT / max(gap, MS // 10))))
+    return Evidence("refer_gap", f"REFER -> INVITE {_ms(gap)}", "REFER", "INVITE", weight)
 
 
 def rule_via_chain(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
@@ -433,6 +466,7 @@ RULES: dict[str, Rule] = {
     "call_id_relation": rule_call_id_relation,
     "replaces": rule_replaces,
     "refer": rule_refer,
+    "refer_gap": rule_refer_gap,
     "via_chain": rule_via_chain,
     "same_dialog": rule_same_dialog,
     "hop": rule_hop,
@@ -452,7 +486,7 @@ RULES: dict[str, Rule] = {
 
 PROXY_RULES = frozenset({"via_chain", "same_dialog", "same_call_id"})
 """Rules that say the child is the same dialog one proxy hop further (role ``hop n``)."""
-TRANSFER_RULES = frozenset({"replaces", "refer"})
+TRANSFER_RULES = frozenset({"replaces", "refer", "refer_gap"})
 
 
 def score(

@@ -124,23 +124,7 @@ def run_b2bua(
                 sc.name, sc.uac, sc.uas, transport=t, proxy=True, proxy_auth=kamailio_auth
             )
             stack.enter_context(kamailio(ksc, kports, wd))
-        argv = [
-            sys.executable,
-            "-c",
-            "from sipflow.cli import main; main()",
-            "b2bua",
-            "-c",
-            str(cfg),
-        ]
-        b2bua = Proc.start("b2bua", argv, wd)
-        stack.callback(b2bua.stop, signal.SIGINT, 10)
-        wait_for(
-            lambda: port_bound(b2b, t, False) or b2bua.popen.poll() is not None,
-            15,
-            "the B2BUA to listen",
-        )
-        if b2bua.popen.poll() is not None:
-            raise PeerError(f"b2bua exited: {b2bua.text()[-2000:]}")
+        b2bua = _start_b2bua(stack, cfg, wd, b2b, t)
         uas_p = Proc.start("sipp-uas", _sipp_argv(sc, "uas", ports, wd), wd)
         stack.callback(uas_p.stop, signal.SIGTERM, 5)
         wait_for(lambda: port_bound(uas, t, False), 10, "SIPp UAS to listen")
@@ -218,23 +202,7 @@ transport = "{t}"
     carol_wd.mkdir(exist_ok=True)
     with ExitStack() as stack:
         stack.enter_context(capture("tcpdump-lo", tcpdump, bpf, wd))
-        argv = [
-            sys.executable,
-            "-c",
-            "from sipflow.cli import main; main()",
-            "b2bua",
-            "-c",
-            str(cfg),
-        ]
-        b2bua = Proc.start("b2bua", argv, wd)
-        stack.callback(b2bua.stop, signal.SIGINT, 10)
-        wait_for(
-            lambda: port_bound(b2b, t, False) or b2bua.popen.poll() is not None,
-            15,
-            "the B2BUA to listen",
-        )
-        if b2bua.popen.poll() is not None:
-            raise PeerError(f"b2bua exited: {b2bua.text()[-2000:]}")
+        b2bua = _start_b2bua(stack, cfg, wd, b2b, t)
         procs = {}
         for name, scen, prts, where in (
             ("carol", carol_sc, carol_ports, carol_wd),
@@ -265,3 +233,19 @@ transport = "{t}"
         _read_sipp("uas", rcs["bob"], wd),
         _read_sipp("uas", rcs["carol"], carol_wd),
     )
+
+
+def _start_b2bua(stack: ExitStack, cfg: Path, wd: Path, port: int, t: str) -> Proc:
+    """``sipflow b2bua -c cfg`` started, stopped with SIGINT when ``stack`` closes, and
+    listening on ``port`` (PeerError if it exits first)."""
+    argv = [sys.executable, "-c", "from sipflow.cli import main; main()", "b2bua", "-c", str(cfg)]
+    b2bua = Proc.start("b2bua", argv, wd)
+    stack.callback(b2bua.stop, signal.SIGINT, 10)
+    wait_for(
+        lambda: port_bound(port, t, False) or b2bua.popen.poll() is not None,
+        15,
+        "the B2BUA to listen",
+    )
+    if b2bua.popen.poll() is not None:
+        raise PeerError(f"b2bua exited: {b2bua.text()[-2000:]}")
+    return b2bua

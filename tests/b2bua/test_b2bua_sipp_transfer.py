@@ -119,13 +119,22 @@ def test_analyze_ties_each_leg_to_its_parent(run: TransferRun) -> None:
         assert {s["outcome"] for s in stories} == {"answered"}
 
 
-def test_analyze_of_the_log_finds_every_leg(run: TransferRun) -> None:
-    """The log holds every leg with its outcome. Its call stories are not compared: SIPp
-    calls every B leg ``service``, so concurrent calls' B channels share one name and the
-    log's ``Originate Resulted in Success: [<channel name>]`` lines cannot tell them apart
-    (the pcap test above checks the grouping)."""
+def test_analyze_of_the_log_finds_every_leg_and_story(run: TransferRun) -> None:
+    """The log holds every leg with its outcome, and its call stories are the truth's,
+    over UDP and TCP. SIPp calls every B leg ``service``, so concurrent calls' B channels
+    share one name: each ``Originate Resulted in Success: [<channel name>]`` line is
+    resolved to the channel of that name that answered just before it (docs/correlation.md)."""
     calls = json.loads(run.truth.read_text())["calls"]
     trace = sipflow.analyze([run.log])
     ids = {cid for c in trace.call_records for cid in c.call_ids}
     assert ids == {cid for c in calls for cid in c["call_ids"]}
     assert Counter(c.outcome.value for c in trace.call_records)["answered"] >= CALLS
+    names = Counter(
+        e.channel
+        for e in trace.channel_event_list
+        if e.kind.value == "new_channel" and e.channel.startswith("sofia/external/service@")
+    )
+    assert max(names.values()) >= 2, "B channels of one name (the case this checks)"
+    stories = trace.to_dict()["calls"]
+    want = sorted(sorted(c["call_ids"]) for c in calls)
+    assert sorted(sorted(s["call_ids"]) for s in stories) == want

@@ -4,6 +4,8 @@ How this works: rules are tried in order for every channel of a log, and the fir
 ties it wins; every event of the channel then gets the Call-ID and the rule's name in
 ``link``.
 
+Channels are told apart by uuid when the log gives one, else by name.
+
 1. ``callid_line``: the log names the Call-ID on a line of the channel (FreeSWITCH 1.10
    ``sending invite call-id: ...``, ``receiving invite ... call-id: ...``).
 2. ``name+trace``: the channel name's user@host (FreeSWITCH ``sofia/internal/1001@host``:
@@ -85,13 +87,21 @@ def _tie(channel: str, first: int, invites: list[tuple[int, SipMessage]]) -> tup
     return (best[1], best[2]) if best else None
 
 
+def _instance(ev: ChannelEvent) -> tuple[int, str]:
+    """One channel of one log: its uuid when known (concurrent calls to one number or
+    trunk give several live channels one name), else its name."""
+    return (ev.source, ev.uuid or ev.channel)
+
+
 def link_channels(events: list[ChannelEvent], messages: list[SipMessage]) -> list[ChannelEvent]:
     """The events with ``call_id`` and ``link`` filled where a rule ties their channel."""
     ties: dict[tuple[int, str], tuple[str, str]] = {}
     first: dict[tuple[int, str], int] = {}
     created: set[tuple[int, str]] = set()
+    names: dict[tuple[int, str], str] = {}
     for ev in events:
-        key = (ev.source, ev.channel)
+        key = _instance(ev)
+        names.setdefault(key, ev.channel)
         if ev.kind is EventKind.NEW_CHANNEL and key not in created:
             first[key] = ev.line
             created.add(key)
@@ -100,16 +110,16 @@ def link_channels(events: list[ChannelEvent], messages: list[SipMessage]) -> lis
         if ev.call_id and key not in ties:
             ties[key] = (ev.call_id, ev.link or "callid_line")
     by_source: dict[int, list[tuple[int, SipMessage]]] = {}
-    for (source, channel), line in first.items():
-        if (source, channel) in ties:
+    for key, line in first.items():
+        if key in ties:
             continue
-        invites = by_source.setdefault(source, _invites(messages, source))
-        tied = _tie(channel, line, invites)
+        invites = by_source.setdefault(key[0], _invites(messages, key[0]))
+        tied = _tie(names[key], line, invites)
         if tied is not None:
-            ties[(source, channel)] = tied
+            ties[key] = tied
     out = []
     for ev in events:
-        tied = ties.get((ev.source, ev.channel))
+        tied = ties.get(_instance(ev))
         if tied is not None and ev.call_id is None:
             ev = replace(ev, call_id=tied[0], link=tied[1])
         out.append(ev)
