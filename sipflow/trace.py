@@ -216,6 +216,7 @@ class Trace:
     call_quality: list[dict[str, Any]] = field(default_factory=list)
     """Media quality per direction of each call (empty when no RTP was seen)."""
     _frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+    _story: dict[int, int] | None = field(default=None, repr=False)
 
     @property
     def retransmissions(self) -> int:
@@ -250,7 +251,7 @@ class Trace:
             "activity": self.activity.to_list(),
             "findings": [f.to_dict() for f in self.finding_list],
             "channel_events": [event_to_dict(e) for e in self.channel_event_list],
-            "rtp_streams": [s.to_dict() for s in self.rtp_stream_list],
+            "rtp_streams": [self.story_stream(s.to_dict()) for s in self.rtp_stream_list],
             "tls_sessions": [s.to_dict() for s in self.tls_sessions],
         }
 
@@ -260,6 +261,17 @@ class Trace:
         if self.correlation is None:
             return [[i] for i in range(len(self.call_records))]
         return self.correlation.groups
+
+    def story_stream(self, row: dict[str, Any]) -> dict[str, Any]:
+        """An RTP stream's ``call`` as the index of its call story in ``calls[]`` (the
+        stream was mapped to one leg, a ``call_records`` index), and that leg's Call-ID."""
+        leg = row.get("call")
+        if leg is not None:
+            if self._story is None:
+                self._story = {i: g for g, members in enumerate(self.groups()) for i in members}
+            row["call"] = self._story.get(leg)
+            row["call_id"] = self.call_records[leg].call_ids[0]
+        return row
 
     def call_dicts(self) -> list[dict[str, Any]]:
         """One JSON call per call story: the first leg's view (the caller's), every leg's

@@ -161,7 +161,8 @@ def sdp_frame(trace: Trace) -> pd.DataFrame:
 def rtp_streams_frame(trace: Trace) -> pd.DataFrame:
     from sipflow.rtp.mapping import RTP_COLUMNS, rtp_rows
 
-    return pd.DataFrame(rtp_rows(trace.rtp_stream_list), columns=list(RTP_COLUMNS))
+    rows = [trace.story_stream(r) for r in rtp_rows(trace.rtp_stream_list)]
+    return pd.DataFrame(rows, columns=[*RTP_COLUMNS, "call_id"])
 
 
 def legs_frame(trace: Trace) -> pd.DataFrame:
