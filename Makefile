@@ -7,7 +7,10 @@ DEMO_PCAP := samples/pcaps/sipp_uac_uas_udp_mixed.pcap
 
 .PHONY: demo test lint typecheck pytest deb venv bench clean
 
+# Byte-compiled once here: an environment with PYTHONDONTWRITEBYTECODE would otherwise
+# compile every module at each start (about 0.2 s of each run; benchmarks/README.md).
 venv: $(VENV)/.installed
+	@$(PY) -m compileall -q sipflow
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)

@@ -4,12 +4,14 @@ How this works: benchmarks/out/load.pcap (gen_load.py) is cut by ``editcap -c N`
 set of rotated files (benchmarks/out/scale/, kept for the next run). Each measurement runs
 in a fresh Python process (so imports and pool start-up are paid as a user pays them):
 
-- throughput: ``api.analyze(files, Options(jobs=J))`` for J in 1, 2, all cores; median wall
-  time of RUNS runs, packets/s, speed-up and scaling efficiency (speed-up / J), the
-  parent's CPU time and peak RSS, the largest worker's peak RSS; the JSON documents of
-  every J must be equal (exit 1 otherwise);
-- transfer: the same with messages sent as pickled objects vs packed bytes re-parsed in
-  the parent (``pool.TRANSFER``), parent CPU compared - the parent is the serial part;
+- throughput: ``api.analyze(files, Options(jobs=J))`` for J in 1, 2, all cores, each J > 1
+  both split by Call-ID (:mod:`sipflow.engine.shard`) and one worker per file
+  (``split=False``, :mod:`sipflow.engine.pool`); median wall time of RUNS runs, packets/s,
+  speed-up and scaling efficiency (speed-up / J), the parent's CPU time and peak RSS, the
+  largest worker's peak RSS; the JSON documents of every run must be equal, findings
+  compared as a set (exit 1 otherwise);
+- transfer (one worker per file): messages sent as pickled objects vs packed bytes
+  re-parsed in the parent (``pool.TRANSFER``), parent CPU compared;
 - memory per worker: :func:`sipflow.engine.pool.run_file` alone on files of growing size
   (editcap ``-r`` slices of load.pcap, load_x2.pcap, load_x4.pcap when present).
 
@@ -40,11 +42,15 @@ import hashlib, json, resource, sys, time
 import sipflow.engine.pool as pool
 from sipflow.api import Options, analyze
 files, jobs, transfer = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+split = None if sys.argv[4] == "auto" else False
 pool.TRANSFER = transfer
 t0, c0 = time.perf_counter(), time.process_time()
-trace = analyze(files, Options(jobs=jobs, keep_messages=False, keep_records=False))
+opts = Options(jobs=jobs, keep_messages=False, keep_records=False, split=split)
+trace = analyze(files, opts)
 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-doc = json.dumps(trace.to_dict(), sort_keys=True).encode()
+d = trace.to_dict()
+d["findings"] = sorted(d["findings"], key=lambda f: json.dumps(f, sort_keys=True))
+doc = json.dumps(d, sort_keys=True).encode()  # a split run lists findings by frame
 me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({"wall_s": wall, "parent_cpu_s": cpu, "parent_rss_kb": me.ru_maxrss,
     "worker_rss_kb": kids.ru_maxrss, "worker_cpu_s": kids.ru_utime + kids.ru_stime,
@@ -85,8 +91,11 @@ def rotated_set(load: Path, per_file: int) -> list[str]:
     return sorted(str(p) for p in out.iterdir())
 
 
-def median_run(files: list[str], jobs: int, transfer: str, runs: int) -> dict[str, Any]:
-    samples = [run_py(ANALYZE, json.dumps(files), str(jobs), transfer) for _ in range(runs)]
+def median_run(
+    files: list[str], jobs: int, transfer: str, runs: int, split: str = "auto"
+) -> dict[str, Any]:
+    args = (json.dumps(files), str(jobs), transfer, split)
+    samples = [run_py(ANALYZE, *args) for _ in range(runs)]
     samples.sort(key=lambda s: s["wall_s"])
     best = dict(samples[len(samples) // 2])
     best["wall_runs"] = [round(s["wall_s"], 2) for s in samples]
@@ -99,9 +108,12 @@ def throughput(files: list[str], runs: int) -> list[dict[str, Any]]:
     cores = os.cpu_count() or 1
     rows = []
     for jobs in sorted({1, 2, cores}):
-        r = median_run(files, jobs, "chunks", runs)
-        r["jobs"] = jobs
-        rows.append(r)
+        hows = [("one process", "auto")] if jobs == 1 else []
+        hows += [("split by Call-ID", "auto"), ("one worker per file", "off")] if jobs > 1 else []
+        for how, split in hows:
+            r = median_run(files, jobs, "chunks", runs, split)
+            r["jobs"], r["how"] = jobs, how
+            rows.append(r)
     base = rows[0]["wall_s"]
     for r in rows:
         r["pkt_per_s"] = r["frames"] / r["wall_s"]
@@ -112,7 +124,8 @@ def throughput(files: list[str], runs: int) -> list[dict[str, Any]]:
 
 def transfers(files: list[str], runs: int) -> list[dict[str, Any]]:
     jobs = min(2, os.cpu_count() or 1)
-    return [dict(median_run(files, jobs, t, runs), transfer=t) for t in ("parsed", "chunks", "raw")]
+    kinds = ("parsed", "chunks", "raw")
+    return [dict(median_run(files, jobs, t, runs, "off"), transfer=t) for t in kinds]
 
 
 def memory_sizes(load: Path) -> list[dict[str, Any]]:
@@ -139,18 +152,20 @@ def report(data: dict[str, Any]) -> str:
         f"## Scale ({data['cores']} cores; {data['files']} files of {data['per_file']} packets "
         f"from load.pcap; median of {data['runs']})",
         "",
-        "| jobs | wall s (runs) | pkt/s | speed-up | efficiency | parent CPU s | "
+        "| jobs | how | wall s (runs) | pkt/s | speed-up | efficiency | parent CPU s | "
         "parent RSS MB | largest worker RSS MB |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in data["throughput"]:
         lines.append(
-            f"| {r['jobs']} | {r['wall_s']:.2f} ({', '.join(map(str, r['wall_runs']))}) | "
+            f"| {r['jobs']} | {r['how']} | {r['wall_s']:.2f}"
+            f" ({', '.join(map(str, r['wall_runs']))}) | "
             f"{r['pkt_per_s']:,.0f} | {r['speedup']:.2f}x | {r['efficiency']:.0%} | "
             f"{r['parent_cpu_s']:.2f} | {r['parent_rss_kb'] / 1024:.0f} | "
             f"{r['worker_rss_kb'] / 1024:.0f} |"
         )
     lines += ["", f"Results identical for every jobs value: {data['identical']}", ""]
+    lines += ["One worker per file, what travels to the parent:", ""]
     lines += ["| transfer | wall s | parent CPU s |", "|---|---:|---:|"]
     for r in data["transfer"]:
         lines.append(f"| {r['transfer']} | {r['wall_s']:.2f} | {r['parent_cpu_s']:.2f} |")

@@ -5,11 +5,12 @@ How this works: :func:`parse_crypto` splits ``a=crypto:<tag> <suite> <key-params
 key: only the length of the decoded ``key||salt`` octets, so nothing sipflow prints or
 stores can leak a media key. For SRTP decryption :func:`sdes_keys` reads the keys of an
 m-line into :class:`SdesKeys` (in memory only: hidden from ``repr``, never serialised;
-pickled only between sipflow's own processes, :mod:`sipflow.engine.shard`). :data:`SUITES` gives the expected ``key||salt``
-length per suite (RFC 4568 §6.2, RFC 6188 §3, RFC 7714 §12, and the names FreeSWITCH and
-others use). :func:`parse_fingerprint` and :func:`parse_setup` read the DTLS-SRTP
-attributes (RFC 8122 §5, RFC 4145 §4), and :data:`SETUP_ANSWERS` is the table of setup
-roles an answer may take for each offered role (RFC 5763 §5, RFC 8842 §5). Malformed
+pickled only between sipflow's own processes, :mod:`sipflow.engine.shard`).
+:data:`SUITES` gives the expected ``key||salt`` length per suite (RFC 4568 §6.2,
+RFC 6188 §3, RFC 7714 §12, and the names FreeSWITCH and others use).
+:func:`parse_fingerprint` and :func:`parse_setup` read the DTLS-SRTP attributes (RFC 8122
+§5, RFC 4145 §4), and :data:`SETUP_ANSWERS` is the table of setup roles an answer may take
+for each offered role (RFC 5763 §5, RFC 8842 §5). Malformed
 values raise :class:`~sipflow.errors.ParseError`; the SDP model records them as problems.
 """
 
