@@ -16,6 +16,7 @@ Only 127.0.0.1 and ::1 are used; everything is written under the directory given
 from __future__ import annotations
 
 import csv
+import functools
 import re
 import shutil
 import signal
@@ -139,13 +140,36 @@ def _port_free(port: int) -> bool:
 _next_block = PORT_FIRST
 
 
+@functools.cache
+def _tshark_ports() -> frozenset[int]:
+    """Ports tshark decodes as another protocol by default (e.g. UDP 5246 CAPWAP, TCP 5222
+    XMPP): SIP on them is not SIP to the tshark oracle, so test blocks avoid them."""
+    if shutil.which("tshark") is None:
+        return frozenset()
+    out = subprocess.run(
+        ["tshark", "-G", "decodes"], capture_output=True, text=True, timeout=60, check=False
+    ).stdout
+    ports = set()
+    for line in out.splitlines():
+        table, _, rest = line.partition("\t")
+        value = rest.partition("\t")[0]
+        if table in ("udp.port", "tcp.port", "sctp.port") and value.isdigit():
+            ports.add(int(value))
+    return frozenset(ports)
+
+
 def allocate_ports() -> tuple[int, int, int, int]:
-    """Next block of 4 free ports (UAS, UAC, proxy, media) in PORT_FIRST..PORT_LAST."""
+    """Next block of 4 free ports (UAS, UAC, proxy, media) in PORT_FIRST..PORT_LAST, none of
+    them a port tshark gives to another protocol; after the last block, blocks freed by
+    earlier tests are used again."""
     global _next_block
-    while _next_block + 3 <= PORT_LAST:
+    for _ in range((PORT_LAST - PORT_FIRST + 1) // 4):
+        if _next_block + 3 > PORT_LAST:
+            _next_block = PORT_FIRST
         block = _next_block
         _next_block += 4
-        if all(_port_free(p) for p in range(block, block + 4)):
+        ports = range(block, block + 4)
+        if not any(p in _tshark_ports() for p in ports) and all(_port_free(p) for p in ports):
             return block, block + 1, block + 2, block + 3
     raise PeerError("no free port block left in the test range")
 
