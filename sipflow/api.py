@@ -172,6 +172,9 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
     rtp_streams, quality, media_findings = _media(results, calls, paths)
     findings.extend(media_findings)
     findings[:0] = _keylog_findings(results)
+    if shards > 1 and split is None:
+        text = "a worker of the run split by Call-ID failed; analysed again in one process"
+        findings.append(Finding("engine.split_failed", Severity.INFO, text))
     if tracker is not None:
         tracker.finish()
     counts, kept, activity = built.counts, built.kept, built.activity
@@ -275,8 +278,12 @@ def _split(
 
     plain = replace(opts, progress=None)  # callbacks do not travel to workers
     first, *others = plan(shards)
-    with ProcessPoolExecutor(max_workers=shards - 1) as pool:
+    try:
+        pool = ProcessPoolExecutor(max_workers=shards - 1)
         futures = [pool.submit(run_shard, paths, shard, plain) for shard in others]
+    except (OSError, NotImplementedError, RuntimeError):  # no processes here (sandbox, semaphores)
+        return None
+    with pool:
         results, per_source = _local_sources(paths, opts, first)
         if tracker is not None:
             per_source = tracker.attach(results, per_source)
@@ -288,7 +295,7 @@ def _split(
             except Exception:  # BrokenProcessPool, a pickling error: redo it in one process
                 return None
         for out in outputs:
-            merge_results(results, out.results)
+            merge_results(results, out.sources)
             built.counts.merge(out.built.counts)
             built.calls.extend(out.built.calls)
             built.activity.merge(out.built.activity)

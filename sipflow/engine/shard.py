@@ -94,13 +94,23 @@ class Tick:
     ts: int
 
 
+@dataclass(frozen=True)
+class SourcePart:
+    """What a worker shard found in one source that shard 0 did not: the malformed
+    messages and duplicates among its own messages, and their findings."""
+
+    malformed: int
+    duplicates: int
+    findings: list[Any]
+
+
 @dataclass
 class ShardOutput:
-    """What a worker shard sends back: per source its result (only the malformed count,
-    duplicates and the findings of its messages count), and what its calls loop built."""
+    """What a worker shard sends back: per source its :class:`SourcePart`, and what its
+    calls loop built. Nothing per packet (TLS keys, RTP) travels: shard 0 has it."""
 
     index: int
-    results: list[SourceResult]
+    sources: list[SourcePart]
     built: Any
     """A :class:`sipflow.api.Built` (typed loosely: api imports this module)."""
 
@@ -110,17 +120,23 @@ def run_shard(paths: list[str], shard: Shard, options: Any) -> ShardOutput:
     from sipflow import api
 
     results, built = api.build_shard(paths, shard, options)
-    for r in results:
-        r.on_chunk = None  # not picklable, not needed any more
-    return ShardOutput(shard.index, results, built)
+    sources = [
+        SourcePart(
+            r.malformed,
+            r.stats.duplicates,
+            [f for f in r.findings if not f.code.startswith("ingest.")],  # shard 0 reports those
+        )
+        for r in results
+    ]
+    return ShardOutput(shard.index, sources, built)
 
 
-def merge_results(results: list[SourceResult], other: list[SourceResult]) -> None:
+def merge_results(results: list[SourceResult], parts: list[SourcePart]) -> None:
     """Add a worker shard's per-source counts and message findings to shard 0's."""
-    for mine, theirs in zip(results, other, strict=True):
+    for mine, theirs in zip(results, parts, strict=True):
         mine.malformed += theirs.malformed
-        mine.stats.duplicates += theirs.stats.duplicates
-        mine.findings.extend(f for f in theirs.findings if not f.code.startswith("ingest."))
+        mine.stats.duplicates += theirs.duplicates
+        mine.findings.extend(theirs.findings)
 
 
 def by_frame(findings: list[Any]) -> list[Any]:

@@ -145,3 +145,19 @@ def test_when_a_run_is_split() -> None:
     log = str(SAMPLES / "regen_basic.log")
     assert _shards([log], forced) == 1  # logs tie channels to their own messages
     assert _shards(["-"], forced) == 1  # stdin cannot be read twice
+
+
+def _worker_dies(*_args: Any) -> None:
+    raise MemoryError("killed")  # what a worker out of memory sends back
+
+
+def test_a_failed_worker_redoes_the_run_in_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sipflow.engine.shard as shard
+
+    path = [str(SAMPLES / "regen_basic.pcap")]
+    single = _doc(path, jobs=1)
+    monkeypatch.setattr(shard, "run_shard", _worker_dies)  # forked workers see it too
+    redone = _doc(path, jobs=2, split=True)
+    assert [f["code"] for f in redone.pop("findings")][-1] == "engine.split_failed"
+    single.pop("findings")
+    assert redone == single
