@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sipflow.rtp.columns import MediaBatch, media_kind, rtp_headers, ts_diff
-from sipflow.rtp.decrypt import StreamDecryptor, pylibsrtp_module, rtp_payload
+from sipflow.rtp.decrypt import StreamDecryptor, pylibsrtp_module, rtp_payload, usable
 from sipflow.rtp.streams import RtpStream
 
 __all__ = ["AudioSink", "assemble", "export_call_audio", "g711_table"]
@@ -64,8 +64,10 @@ class AudioSink:
 
     def __init__(self, streams: list[RtpStream]) -> None:
         lib = pylibsrtp_module() if any(s.srtp_keys for s in streams) else None
-        self.decrypt = {
-            s.id: StreamDecryptor(s.srtp_keys, lib) for s in streams if s.srtp_keys and lib
+        self.decrypt = {  # AES-192/256-CM need no pylibsrtp (sipflow.rtp.srtp_cm)
+            s.id: StreamDecryptor(s.srtp_keys, lib)
+            for s in streams
+            if s.srtp_keys and any(usable(k.suite, lib) for k in s.srtp_keys)
         }
         streams = [s for s in streams if s.srtp is None or s.id in self.decrypt]
         self.want = {(s.src.ip, s.src.port, s.dst.ip, s.dst.port, s.ssrc): s.id for s in streams}

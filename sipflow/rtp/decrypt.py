@@ -15,7 +15,9 @@ SDP carried (clear SIP, SIP over TLS decrypted with a key log, PBX logs):
   worked tried first;
 * the capture is read a second time with :class:`SrtpSink` as media sink: it picks the
   packets of those streams by 5-tuple and SSRC (ports filtered column-wise first) and
-  unprotects each with pylibsrtp (libsrtp): authenticated and decrypted, or counted as an
+  unprotects each with pylibsrtp (libsrtp), or for the AES-CM suites libsrtp's binding
+  lacks (AES_192/256_CM_HMAC_SHA1_80/32, RFC 6188) with :mod:`sipflow.rtp.srtp_cm`:
+  authenticated and decrypted, or counted as an
   authentication failure (RFC 3711 §3.3: the packet is discarded) or a replay (the same
   packet index twice, §3.3.2). Nothing but counters is kept per stream;
 * SRTCP (RFC 3711 §3.4) from a stream's sender - matched by the sender SSRC in its clear
@@ -25,9 +27,10 @@ SDP carried (clear SIP, SIP over TLS decrypted with a key log, PBX logs):
   encrypted bytes).
 
 Keys stay in memory (:class:`~sipflow.sdp.srtp.MasterKey`): no output names more than
-the suite and the tag. pylibsrtp is optional: without it, or for suites it does not
-implement, streams keep their header statistics and a ``srtp.not_decrypted`` finding
-says why. :class:`StreamDecryptor` is also what the audio export uses to decrypt.
+the suite and the tag. pylibsrtp is optional: without it (for its suites), or for suites
+neither it nor :mod:`~sipflow.rtp.srtp_cm` implements, streams keep their header
+statistics and a ``srtp.not_decrypted`` finding says why. :class:`StreamDecryptor` is
+also what the audio export uses to decrypt.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from sipflow.findings import Finding, Ref, Severity
 from sipflow.rtp import rtcp as rtcp_mod
 from sipflow.rtp.announced import AnnouncedMedia
 from sipflow.rtp.columns import MediaBatch, MediaKind, media_kind
+from sipflow.rtp.srtp_cm import CmSession, SrtpError, cm_suite
 from sipflow.sdp.srtp import MasterKey, SrtpMethod
 
 if TYPE_CHECKING:
@@ -71,11 +75,25 @@ PROFILES = {
     "AEAD_AES_128_GCM": "SRTP_PROFILE_AEAD_AES_128_GCM",
     "AEAD_AES_256_GCM": "SRTP_PROFILE_AEAD_AES_256_GCM",
 }
-# Octets of authentication tag after the MKI (RFC 3711 §3.1, §3.4; RFC 4568 §6.2.1-6.2.2:
-# the _32 suites keep an 80-bit SRTCP tag). AEAD suites carry their tag inside the
-# ciphertext (RFC 7714 §8.2), so the MKI is last.
-SRTP_TAG = {"AES_CM_128_HMAC_SHA1_80": 10, "AES_CM_128_HMAC_SHA1_32": 4}
-SRTCP_TAG = {"AES_CM_128_HMAC_SHA1_80": 10, "AES_CM_128_HMAC_SHA1_32": 10}
+CM_SUITES = "AES_192/256_CM_HMAC_SHA1_80/32 (and AES_CM_192/256_...)"
+"""What :mod:`sipflow.rtp.srtp_cm` adds to PROFILES (RFC 6188)."""
+
+
+def tag_length(suite: str, rtcp: bool) -> int:
+    """Octets of authentication tag after the MKI (RFC 3711 §3.1, §3.4; RFC 4568
+    §6.2.1-6.2.2 and RFC 6188 §6: the _32 suites keep an 80-bit SRTCP tag). AEAD suites
+    carry their tag inside the ciphertext (RFC 7714 §8.2), so the MKI is last: 0."""
+    cm = cm_suite(suite)
+    if cm is not None:
+        return cm.rtcp_tag if rtcp else cm.rtp_tag
+    return 0
+
+
+def usable(suite: str, lib: ModuleType | None) -> bool:
+    """Whether a stream keyed with ``suite`` can be unprotected here."""
+    return (suite in PROFILES and lib is not None) or (
+        suite not in PROFILES and cm_suite(suite) is not None
+    )
 
 
 def pylibsrtp_module() -> ModuleType | None:
@@ -92,7 +110,7 @@ def strip_mki(packet: bytes, suite: str, mki_len: int, rtcp: bool) -> bytes:
     tag and is not authenticated, so libsrtp (given no MKI) checks the rest unchanged."""
     if not mki_len:
         return packet
-    tag = (SRTCP_TAG if rtcp else SRTP_TAG).get(suite, 0)
+    tag = tag_length(suite, rtcp)
     end = len(packet) - tag
     return packet[: end - mki_len] + packet[end:]
 
@@ -136,12 +154,15 @@ class Counts:
 class StreamDecryptor:
     """Unprotects the SRTP and SRTCP packets of one stream with its sender's keys."""
 
-    def __init__(self, keys: tuple[MasterKey, ...], lib: ModuleType, selected: int = 0) -> None:
+    def __init__(
+        self, keys: tuple[MasterKey, ...], lib: ModuleType | None, selected: int = 0
+    ) -> None:
         self.keys = keys[:MAX_KEYS]
         self.selected = selected or len(self.keys)
         """The first ``selected`` keys are those the offer/answer selected (the rest are
         the sender's other offered lines)."""
         self._lib = lib
+        self._errors: tuple[type[Exception], ...] = (SrtpError,) + ((lib.Error,) if lib else ())
         self._sessions: list[Any] = [None] * len(self.keys)
         self._cur = 0
         self._fast: Any = None
@@ -152,11 +173,16 @@ class StreamDecryptor:
         """Packets authenticated per key (index into ``keys``)."""
 
     def _session(self, k: int) -> Any:
-        """The libsrtp session of key ``k`` (built once; False when the key is unusable)."""
+        """The libsrtp session of key ``k`` (built once; False when the key is unusable);
+        a :class:`~sipflow.rtp.srtp_cm.CmSession` for the AES-CM suites libsrtp lacks."""
         s = self._sessions[k]
         if s is None:
             key = self.keys[k]
             lib = self._lib
+            if key.suite not in PROFILES or lib is None:
+                s = self._cm_session(key)
+                self._sessions[k] = s
+                return s
             try:
                 policy = lib.Policy(
                     key=key.material(),
@@ -170,6 +196,15 @@ class StreamDecryptor:
             self._sessions[k] = s
         return s
 
+    @staticmethod
+    def _cm_session(key: MasterKey) -> CmSession | bool:
+        if key.suite in PROFILES:
+            return False  # pylibsrtp's suites stay with pylibsrtp (not installed here)
+        try:
+            return CmSession(key.material(), key.suite)
+        except ValueError:
+            return False  # not AES-CM, or a key of the wrong length
+
     def unprotect(self, packet: bytes, frame: int, rtcp: bool = False) -> bytes | None:
         """The clear packet, or None (authentication failed with every key, or a replay)."""
         counts = self.rtcp if rtcp else self.rtp
@@ -177,7 +212,7 @@ class StreamDecryptor:
         if not rtcp and self._fast is not None:  # the key that worked last, no MKI
             try:
                 clear: bytes = self._fast.unprotect(packet)
-            except self._lib.Error:
+            except self._errors:
                 pass  # another key, a replay or a failure: the general path says which
             else:
                 counts.authenticated += 1
@@ -212,7 +247,7 @@ class StreamDecryptor:
         data = strip_mki(packet, key.suite, key.mki_length, rtcp)
         try:
             out: bytes = session.unprotect_rtcp(data) if rtcp else session.unprotect(data)
-        except self._lib.Error as exc:
+        except self._errors as exc:
             return _REPLAY if "replay" in str(exc) else None
         return out
 
@@ -383,8 +418,8 @@ class Srtp:
             if a is None or a.line.srtp is SrtpMethod.NONE:
                 continue
             why, keys, selected = self._why_not(st, a, media[a.call])
-            if why is not None or self.lib is None:
-                reason = why or f"pylibsrtp is not installed ({INSTALL_HINT})"
+            if why is not None:
+                reason = why
                 if a.line.srtp is SrtpMethod.SDES:
                     skipped.setdefault(reason, []).append(st)
                 out[i] = (_undecrypted(st, a, reason), a, note)
@@ -406,9 +441,12 @@ class Srtp:
         keys, selected = sender_keys(a, cm)
         if not keys:
             return "the SDP carries no key for the sender", (), 0
-        if not any(k.suite in PROFILES for k in keys):
+        if not any(usable(k.suite, self.lib) for k in keys):
+            if self.lib is None and any(k.suite in PROFILES for k in keys):
+                return f"pylibsrtp is not installed ({INSTALL_HINT})", (), 0
             names = ", ".join(sorted({k.suite for k in keys}))
-            return f"suite {names}: pylibsrtp decrypts {', '.join(PROFILES)} only", (), 0
+            known = ", ".join([*PROFILES, CM_SUITES])
+            return f"suite {names}: sipflow decrypts {known} only", (), 0
         path = self.paths[st.source] if st.source < len(self.paths) else "-"
         if path == "-":
             return "the source was read from stdin and cannot be read again", (), 0

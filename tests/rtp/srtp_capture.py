@@ -1,7 +1,9 @@
 """Captures with real SRTP made here: an INVITE/200 whose SDP carries SDES crypto lines,
-G.711 RTP and RTCP sender reports protected by libsrtp (pylibsrtp) with those keys, and the
-BYE; written as a pcap by :func:`sipflow.ingest.pcapwrite.write_pcap` (which writes each
-item's ``raw`` bytes as a UDP datagram between its ``origin`` endpoints at ``origin.ts``).
+G.711 RTP and RTCP sender reports protected by libsrtp (pylibsrtp) with those keys (for the
+AES-192/256-CM suites libsrtp's binding lacks: by :class:`sipflow.rtp.srtp_cm.CmSession`,
+whose protect path is checked against pylibsrtp in test_srtp_cm.py), and the BYE; written
+as a pcap by :func:`sipflow.ingest.pcapwrite.write_pcap` (which writes each item's ``raw``
+bytes as a UDP datagram between its ``origin`` endpoints at ``origin.ts``).
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ S80, S32 = "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"
 PROFILE = {S80: "SRTP_PROFILE_AES128_CM_SHA1_80", S32: "SRTP_PROFILE_AES128_CM_SHA1_32"}
 
 
-def key(n: int) -> bytes:
-    """A 30-octet master key || salt (RFC 4568 §6.2: 128-bit key, 112-bit salt)."""
-    return bytes((n * 7 + i) & 0xFF for i in range(30))
+def key(n: int, size: int = 30) -> bytes:
+    """A master key || salt: 30 octets by default (RFC 4568 §6.2: 128-bit key, 112-bit
+    salt), 38 or 46 for AES-192/256 (RFC 6188 §3)."""
+    return bytes((n * 7 + i) & 0xFF for i in range(size))
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,10 @@ def sender_report(ssrc: int, ntp: int, rtp_ts: int, packets: int, octets: int,
 
 
 def session(material: bytes, suite: str) -> object:
+    if suite not in PROFILE:
+        from sipflow.rtp.srtp_cm import CmSession
+
+        return CmSession(material, suite)
     import pylibsrtp
 
     profile = getattr(pylibsrtp.Policy, PROFILE[suite])
@@ -169,4 +176,18 @@ def srtp_call(path: Path, n: int = 100, b_sends_with: bytes | None = None,
     items = call(offer, answer, T0 + (20 * n + 100) * MS)
     items += media(a, key_a, suite_a, n, 0, seed=1)
     items += media(b, b_sends_with or key(3), S32, n, 5, seed=2, peer=a)
+    return write(path, items), a, b
+
+
+def cm_call(path: Path, suite: str, n: int = 100, b_sends_with: bytes | None = None,
+            size: int = 46) -> tuple[Path, Side, Side]:  # fmt: skip
+    """A call whose offer and answer carry one ``suite`` line each (tag 1, keys of ``size``
+    octets); A and B send with their own keys (B with ``b_sends_with`` if given)."""
+    offer = sdp(A_IP, A_RTP, [(1, suite, key(4, size))])
+    answer = sdp(B_IP, B_RTP, [(1, suite, key(5, size))])
+    a = Side(SSRC_A, (A_IP, A_RTP), (B_IP, B_RTP))
+    b = Side(SSRC_B, (B_IP, B_RTP), (A_IP, A_RTP))
+    items = call(offer, answer, T0 + (20 * n + 100) * MS)
+    items += media(a, key(4, size), suite, n, 0, seed=3)
+    items += media(b, b_sends_with or key(5, size), suite, n, 5, seed=4, peer=a)
     return write(path, items), a, b
