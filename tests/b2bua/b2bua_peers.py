@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,9 @@ from peers.harness import (
     port_bound,
     wait_for,
 )
+
+import sipflow
+from sipflow.api import Options
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -249,3 +253,14 @@ def _start_b2bua(stack: ExitStack, cfg: Path, wd: Path, port: int, t: str) -> Pr
     if b2bua.popen.poll() is not None:
         raise PeerError(f"b2bua exited: {b2bua.text()[-2000:]}")
     return b2bua
+
+
+def wire_messages(path: Path) -> Counter[tuple[str, str, bytes]]:
+    """(src, dst, raw bytes) of every SIP message sipflow finds in a capture, counted: what
+    the B2BUA's own pcap and a tcpdump capture of the same run must share."""
+    trace = sipflow.analyze([path], Options(keep_messages=True))
+    out: Counter[tuple[str, str, bytes]] = Counter()
+    for m in trace.message_list:
+        assert m.origin is not None
+        out[(str(m.origin.src), str(m.origin.dst), m.raw)] += 1
+    return out

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from b2bua_peers import B2buaRun, run_b2bua
+from b2bua_peers import B2buaRun, run_b2bua, wire_messages
 from peers.harness import PeerError, Scenario, auth_vars, invite_finals, missing_tools
 
 import sipflow
-from sipflow.api import Options
 
 pytestmark = pytest.mark.peers
 
@@ -161,15 +160,6 @@ def test_calls_end_as_scripted_per_sipp(runs: Callable[[str], B2buaRun], name: s
     assert all(codes[-1:] == want for codes in callee.values()), callee
 
 
-def _messages(path: Path) -> Counter[tuple[str, str, bytes]]:
-    trace = sipflow.analyze([path], Options(keep_messages=True))
-    out: Counter[tuple[str, str, bytes]] = Counter()
-    for m in trace.message_list:
-        assert m.origin is not None
-        out[(str(m.origin.src), str(m.origin.dst), m.raw)] += 1
-    return out
-
-
 def _touches(key: tuple[str, str, bytes], ports: set[str]) -> bool:
     return any(key[i].endswith(":" + p) for i in (0, 1) for p in ports)
 
@@ -177,8 +167,8 @@ def _touches(key: tuple[str, str, bytes], ports: set[str]) -> bool:
 @pytest.mark.parametrize("name", list(CASES))
 def test_own_pcap_equals_tcpdump(runs: Callable[[str], B2buaRun], name: str) -> None:
     run = runs(name)
-    ours = _messages(run.pcap)
-    theirs = _messages(run.tcpdump)
+    ours = wire_messages(run.pcap)
+    theirs = wire_messages(run.tcpdump)
     if "kamailio" in name:  # tcpdump also saw Kamailio <-> SIPp UAS, which we do not
         ports = {str(p) for p in run.ports[2:3]}
         theirs = Counter(

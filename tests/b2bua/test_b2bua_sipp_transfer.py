@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from pathlib import Path
 
 import pytest
-from b2bua_peers import TransferRun, run_transfer
+from b2bua_peers import TransferRun, run_transfer, wire_messages
 from peers.harness import PeerError, invite_finals, missing_tools
 
 import sipflow
@@ -83,19 +82,10 @@ def test_target_invite_carries_referred_by(run: TransferRun) -> None:
         assert inv.headers.get("referred-by") == refers[b].headers.get("referred-by")
 
 
-def _messages(path: Path) -> Counter[tuple[str, str, bytes]]:
-    trace = sipflow.analyze([path], Options(keep_messages=True))
-    out: Counter[tuple[str, str, bytes]] = Counter()
-    for m in trace.message_list:
-        assert m.origin is not None
-        out[(str(m.origin.src), str(m.origin.dst), m.raw)] += 1
-    return out
-
-
 def test_own_pcap_equals_tcpdump(run: TransferRun) -> None:
-    ours = _messages(run.pcap)
+    ours = wire_messages(run.pcap)
     assert sum(ours.values()) >= 20 * CALLS
-    assert ours == _messages(run.tcpdump)
+    assert ours == wire_messages(run.tcpdump)
 
 
 def test_analyze_ties_each_leg_to_its_parent(run: TransferRun) -> None:

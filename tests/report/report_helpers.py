@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,14 @@ def tshark_fields(path: Path, display_filter: str, *fields: str) -> list[list[st
         argv += ["-e", f]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True).stdout
     return [line.split("\t") for line in out.splitlines() if line]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m sipflow.cli ARGS`` from the repository, output captured (120 s bound)."""
+    return subprocess.run(
+        [sys.executable, "-m", "sipflow.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from report_helpers import REGEN, REGEN_SCENARIOS, REPO, tshark_fields
+from report_helpers import REGEN, REGEN_SCENARIOS, run_cli, tshark_fields
 
 from sipflow.report.cdr import cdr_rows
 from sipflow.report.html import render_report
@@ -148,20 +146,10 @@ def test_index_is_shared_by_every_story(regen_traces: dict[str, Trace]) -> None:
     assert find_call(trace, "0") == 0 and find_call(trace, "1") is None  # one call story
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sipflow.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
-
-
 def test_cli_ladder_by_a_leg_draws_both_legs() -> None:
     name = "regen_auth407.pcap"
     truth = _truth(name)
-    run = _cli("ladder", str(REGEN / name), "--call", truth["a_leg"]["call_id"])
+    run = run_cli("ladder", str(REGEN / name), "--call", truth["a_leg"]["call_id"])
     assert run.returncode == 0, run.stderr
     assert run.stderr == ""
     out = run.stdout
@@ -176,8 +164,8 @@ def test_cli_ladder_by_a_leg_draws_both_legs() -> None:
 def test_cli_ladder_svg_and_mermaid_carry_the_link(tmp_path: Path) -> None:
     path = str(REGEN / "regen_basic.pcap")
     out = tmp_path / "l.svg"
-    run = _cli("ladder", path, "--call", "gqnbqr", "-f", "svg", "-o", str(out))  # B-leg prefix
+    run = run_cli("ladder", path, "--call", "gqnbqr", "-f", "svg", "-o", str(out))  # B-leg prefix
     assert run.returncode == 0, run.stderr
     assert out.read_text().count('class="leg-note"') == 1
-    mermaid = _cli("ladder", path, "--call", "0", "-f", "mermaid").stdout
+    mermaid = run_cli("ladder", path, "--call", "0", "-f", "mermaid").stdout
     assert re.search(r"Note over L0,L2: leg \S+: b-leg of", mermaid)

@@ -6,14 +6,12 @@ import base64
 import gzip
 import json
 import re
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
-from report_helpers import FS_LOG, REPO, SAMPLE
+from report_helpers import FS_LOG, REPO, SAMPLE, run_cli
 
 from sipflow.report.html import render_report, template_dirs, templates_dir, trace_html
 from sipflow.report.ladder import build_ladder
@@ -126,19 +124,9 @@ def test_jupyter_reprs(sample_trace: Trace) -> None:
         sample_trace.call("no-such-call")
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sipflow.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
-
-
 def test_cli_analyze_html(tmp_path: Path) -> None:
     out = tmp_path / "report.html"
-    r = _cli("analyze", str(SAMPLE), "--html", str(out))
+    r = run_cli("analyze", str(SAMPLE), "--html", str(out))
     assert r.returncode == 0, r.stderr
     assert "Calls: 5" in r.stdout  # the usual summary still printed
     assert out.is_file() and "HTML report written" in r.stderr
@@ -152,27 +140,27 @@ def test_cli_analyze_html(tmp_path: Path) -> None:
      ("plantuml", "@startuml")],
 )  # fmt: skip
 def test_cli_ladder_formats(fmt: str, marker: str, tmp_path: Path) -> None:
-    r = _cli("ladder", str(SAMPLE), "--call", "1-24515", "--format", fmt)
+    r = run_cli("ladder", str(SAMPLE), "--call", "1-24515", "--format", fmt)
     assert r.returncode == 0, r.stderr
     assert marker in r.stdout
     assert "\x1b[" not in r.stdout  # not a tty: no colour
     out = tmp_path / f"ladder.{fmt}"
-    r = _cli("ladder", str(SAMPLE), "--call", "3", "-f", fmt, "-o", str(out))
+    r = run_cli("ladder", str(SAMPLE), "--call", "3", "-f", fmt, "-o", str(out))
     assert r.returncode == 0 and marker in out.read_text()
 
 
 def test_cli_ladder_unknown_call() -> None:
-    r = _cli("ladder", str(FS_LOG), "--call", "nope")
+    r = run_cli("ladder", str(FS_LOG), "--call", "nope")
     assert r.returncode == 2 and "no call matches" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cli_cdr(tmp_path: Path) -> None:
-    r = _cli("cdr", str(SAMPLE), "-o", str(tmp_path / "cdr.csv"), "--summary")
+    r = run_cli("cdr", str(SAMPLE), "-o", str(tmp_path / "cdr.csv"), "--summary")
     assert r.returncode == 0, r.stderr
     assert "ASR 40.0%" in r.stdout and "5 calls written" in r.stderr
     assert (tmp_path / "cdr.csv").read_text().startswith("index,call_id,")
-    r = _cli("cdr", str(SAMPLE), "-o", str(tmp_path / "cdr.parquet"))
+    r = run_cli("cdr", str(SAMPLE), "-o", str(tmp_path / "cdr.parquet"))
     assert r.returncode == 0 and (tmp_path / "cdr.parquet").stat().st_size > 0
-    r = _cli("cdr", str(SAMPLE), "-o", str(tmp_path / "cdr.txt"))
+    r = run_cli("cdr", str(SAMPLE), "-o", str(tmp_path / "cdr.txt"))
     assert r.returncode == 2 and "unknown CDR format" in r.stderr
-    assert _cli("cdr", str(SAMPLE)).returncode == 2
+    assert run_cli("cdr", str(SAMPLE)).returncode == 2
