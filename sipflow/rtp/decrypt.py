@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -489,7 +489,7 @@ def _undecrypted(st: RtpStream, a: Announced, reason: str) -> RtpStream:
         "srtcp": None,
         "not_decrypted": reason,
     }
-    return replace(st, srtp=srtp, rtcp=None)
+    return st.evolve(srtp=srtp, rtcp=None)
 
 
 def _decrypted(st: RtpStream, a: Announced, job: Job, folder: rtcp_mod.RtcpFolder) -> RtpStream:
@@ -510,7 +510,7 @@ def _decrypted(st: RtpStream, a: Announced, job: Job, folder: rtcp_mod.RtcpFolde
         "not_decrypted": None,
     }
     rtcp = view.to_dict(st.clock) if view is not None else None
-    return replace(st, srtp=srtp, rtcp=rtcp, srtp_keys=dec.ordered_keys())
+    return st.evolve(srtp=srtp, rtcp=rtcp, srtp_keys=dec.ordered_keys())
 
 
 def _auth_findings(st: RtpStream, a: Announced, dec: StreamDecryptor) -> list[Finding]:

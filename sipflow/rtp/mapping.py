@@ -109,7 +109,7 @@ def _with_clock(st: RtpStream, clock: int | None) -> RtpStream:
         return st
     for c, jmax, jmean in st.jitter_by_clock:
         if c == clock:
-            return replace(st, clock=c, clock_known=True, max_jitter_ms=jmax, mean_jitter_ms=jmean)
+            return st.evolve(clock=c, clock_known=True, max_jitter_ms=jmax, mean_jitter_ms=jmean)
     return st
 
 
@@ -190,8 +190,8 @@ def _scored(st: RtpStream, a: Announced) -> RtpStream:
     st = _with_clock(st, clock)
     rtt = (st.rtcp or {}).get("rtt_ms") or {}
     score = mos_mod.mos(codec, st.loss_pct, st.mean_jitter_ms, ptime, rtt.get("max"))
-    return replace(
-        st, call=a.call, leg=a.exchange.leg, direction=_direction(a), codec=codec, mos=score
+    return st.evolve(
+        call=a.call, leg=a.exchange.leg, direction=_direction(a), codec=codec, mos=score
     )
 
 
