@@ -328,6 +328,9 @@ class _Pipeline:
         self.findings.extend(self.frag.expire(now))
         yield from self.tls.route(self.tcp.expire(now))
         self._drain_tcp_findings()
+        # Connections the reassembler has let go (FIN/RST, idle) are forgotten here too: a
+        # long live capture meets endless short connections (health checks, registrations).
+        self.tracked = {k for k in self.tracked if self.tcp.holds(self.source, *k)}
 
     def _flush(self) -> Iterator[Datagram]:
         self.findings.extend(self.frag.flush())

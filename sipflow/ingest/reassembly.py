@@ -315,6 +315,12 @@ class TcpReassembler:
             del self._closed[key]
         return out
 
+    def holds(self, source: int, a: Endpoint, b: Endpoint) -> bool:
+        """Is either direction between ``a`` and ``b`` still open here?"""
+        forward = (source, a.ip, a.port, b.ip, b.port)
+        back = (source, b.ip, b.port, a.ip, a.port)
+        return forward in self._dirs or back in self._dirs
+
     def flush(self) -> list[Datagram]:
         """End of input: deliver everything held, holes as gaps, and release all state."""
         out: list[Datagram] = []

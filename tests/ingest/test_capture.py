@@ -331,3 +331,53 @@ def test_random_corruption_never_raises(tmp_path: Path, name: str) -> None:
             data[pos : pos + 4] = rng.randbytes(4)
         path.write_bytes(bytes(data))
         run(path)  # must not raise
+
+
+def _tcp_frame(sport: int, flags: int, seq: int, data: bytes = b"", reply: bool = False) -> bytes:
+    """Ethernet/IPv4/TCP between 192.0.2.1:sport and 192.0.2.2:5060 (checksums left 0)."""
+    import struct
+
+    a, b = socket.inet_aton("192.0.2.1"), socket.inet_aton("192.0.2.2")
+    src, dst, ports = (b, a, (5060, sport)) if reply else (a, b, (sport, 5060))
+    tcp = struct.pack("!HHIIBBHHH", *ports, seq, 0, 5 << 4, flags, 65535, 0, 0) + data
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0, src, dst)
+    return b"\x00" * 12 + b"\x08\x00" + ip + tcp
+
+
+def test_closed_tcp_connections_are_forgotten(tmp_path: Path) -> None:
+    """Many short SIP-over-TCP connections (SYN, OPTIONS, FIN both ways): the pipeline's
+    set of followed connections holds the open ones, not every connection ever seen."""
+    import struct
+
+    from sipflow.ingest import capture, classify
+    from sipflow.ingest.pcap import open_capture
+    from sipflow.ingest.tls import TlsFollower
+
+    syn, fin_ack, psh_ack = 0x02, 0x11, 0x18
+    msg = b"OPTIONS sip:b@example.com SIP/2.0\r\nCall-ID: x\r\nContent-Length: 0\r\n\r\n"
+    n = 20_000  # 80,000 frames: more than one chunk, so the pipeline expires state mid-file
+    records = []
+    for i in range(n):
+        port = 10_000 + i % 50_000
+        records += [
+            _tcp_frame(port, syn, 100),
+            _tcp_frame(port, psh_ack, 101, msg),
+            _tcp_frame(port, fin_ack, 101 + len(msg)),
+            _tcp_frame(port, fin_ack, 500, reply=True),
+        ]
+    path = tmp_path / "many_tcp.pcap"
+    with path.open("wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for k, frame in enumerate(records):
+            sec, usec = 1_000 + k // 1000, (k % 1000) * 1000
+            f.write(struct.pack("<IIII", sec, usec, len(frame), len(frame)))
+            f.write(frame)
+    cap = open_capture(str(path), 0)
+    findings: list[Finding] = []
+    stats = SourceStats(path=str(path))
+    pipe = capture._Pipeline(cap, 0, stats, findings, None)
+    pipe.tls = TlsFollower(None, None, 0, findings, classify.looks_like_sip)
+    sip = sum(1 for dg in pipe.run() if dg.payload.startswith(b"OPTIONS"))
+    cap.close()
+    assert sip == n and stats.frames == 4 * n
+    assert len(pipe.tracked) < 4096, len(pipe.tracked)  # was 20,000: one per connection
