@@ -43,6 +43,23 @@ class Engine(enum.Enum):
     dask = "dask"
 
 
+TlsKeylogOption = Annotated[
+    list[Path] | None,
+    typer.Option("--tls-keylog", help="NSS key log (SSLKEYLOGFILE) to decrypt SIP over TLS."),
+]
+TlsKeyOption = Annotated[
+    list[Path] | None,
+    typer.Option("--tls-key", help="RSA server private key (PEM/DER), TLS <= 1.2 RSA."),
+]
+
+
+def _with_tls_keys(opts: Options, keylogs: list[Path] | None, keys: list[Path] | None) -> Options:
+    """``opts`` with the --tls-keylog / --tls-key files (docs/tls.md)."""
+    opts.tls_keylog = [str(p) for p in keylogs or ()]
+    opts.tls_keys = [str(p) for p in keys or ()]
+    return opts
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"sipflow {__version__}")
@@ -96,14 +113,8 @@ def analyze(
         str | None,
         typer.Option("--scheduler", help="Dask scheduler address for --engine dask."),
     ] = None,
-    tls_keylog: Annotated[
-        list[Path] | None,
-        typer.Option("--tls-keylog", help="NSS key log (SSLKEYLOGFILE) to decrypt SIP over TLS."),
-    ] = None,
-    tls_key: Annotated[
-        list[Path] | None,
-        typer.Option("--tls-key", help="RSA server private key (PEM/DER), TLS <= 1.2 RSA."),
-    ] = None,
+    tls_keylog: TlsKeylogOption = None,
+    tls_key: TlsKeyOption = None,
 ) -> None:
     """Rebuild transactions, dialogs and calls; print a summary, the calls and findings.
 
@@ -124,8 +135,7 @@ def analyze(
     keep = html is not None  # ladders need every message and transaction record
     opts = Options(keep_messages=keep, keep_records=keep, jobs=jobs)
     opts.engine, opts.scheduler = engine.value, scheduler
-    opts.tls_keylog = [str(p) for p in tls_keylog or ()]
-    opts.tls_keys = [str(p) for p in tls_key or ()]
+    _with_tls_keys(opts, tls_keylog, tls_key)
     with analysis_progress() as progress:  # a bar on stderr only when it is a terminal
         opts.progress = progress
         trace = _run_engine(run, files, opts)
@@ -416,21 +426,14 @@ def audio(
     files: Annotated[list[str], typer.Argument(help="Captures holding the call's RTP.")],
     call: Annotated[str, typer.Option("--call", help="Call-ID of the call.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the WAV files.")],
-    tls_keylog: Annotated[
-        list[Path] | None,
-        typer.Option("--tls-keylog", help="NSS key log, when the call's SDP is in SIP over TLS."),
-    ] = None,
-    tls_key: Annotated[
-        list[Path] | None,
-        typer.Option("--tls-key", help="RSA server private key (PEM/DER), TLS <= 1.2 RSA."),
-    ] = None,
+    tls_keylog: TlsKeylogOption = None,
+    tls_key: TlsKeyOption = None,
 ) -> None:
     """Write a WAV per direction of a call's G.711 (A-law, mu-law) audio; lost packets: silence.
     SRTP is decrypted when the call's SDP shows its SDES keys (docs/media-quality.md)."""
     from sipflow.api import Options, export_audio
 
-    opts = Options(tls_keylog=[str(p) for p in tls_keylog or ()])
-    opts.tls_keys = [str(p) for p in tls_key or ()]
+    opts = _with_tls_keys(Options(), tls_keylog, tls_key)
     try:
         written = export_audio(files, call, output, opts)
     except KeyError:
