@@ -20,7 +20,7 @@ from sipflow.checks.sdp import CallMedia, media_for_call
 from sipflow.correlate.calls import BuilderOutput, CallBuilder, CallRecord
 from sipflow.correlate.facts import LegFacts, facts_of
 from sipflow.correlate.legs import correlate
-from sipflow.engine.local import SourceResult, source_messages
+from sipflow.engine.local import SourceResult, reread_media, source_messages
 from sipflow.engine.merge import drop_duplicates, merge_timeline
 from sipflow.engine.progress import ProgressCallback, ProgressTracker
 from sipflow.engine.shard import Tick
@@ -319,7 +319,7 @@ def _media(
     from sipflow.rtp.mapping import map_streams
 
     records, media = [c for c, _, _ in calls], [m for _, m, _ in calls]
-    return map_streams(streams, records, media, with_rtp, Srtp(paths))
+    return map_streams(streams, records, media, with_rtp, Srtp(paths, reread_media))
 
 
 def _channel_events(results: list[SourceResult]) -> list[ChannelEvent]:

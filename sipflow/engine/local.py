@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 from sipflow.engine.shard import Shard, Tick
 from sipflow.errors import ParseError
 from sipflow.findings import Finding, Ref, Severity
-from sipflow.ingest.capture import read_capture
+from sipflow.ingest.capture import MediaSink, read_capture
 from sipflow.ingest.tls import TlsKeys, TlsStats
 from sipflow.ingest.types import Datagram, SourceStats, Transport
 from sipflow.rtp.streams import RtpCollector
@@ -165,6 +165,13 @@ def _flush_framers(
             if msg is not None:
                 yield msg
         drain_framer_problems(framer, source, result)
+
+
+def reread_media(path: str, source: int, sink: MediaSink) -> None:
+    """Read one capture again only to feed ``sink`` (SIP and findings are dropped): the
+    SRTP stage's second pass (:class:`sipflow.rtp.decrypt.Srtp`)."""
+    for _ in read_capture(path, source, SourceStats(path=path), [], sink):
+        pass
 
 
 def drain_framer_problems(framer: StreamFramer, source: int, result: SourceResult) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -350,13 +351,9 @@ class SrtpSink:
             self.folder.fold(packets, job.stream.src.ip, job.stream.dst.ip, int(b.ts[j]))
 
 
-def read_source(path: str, source: int, sink: SrtpSink | Any) -> None:
-    """Read one capture again, only to feed ``sink`` (SIP and findings are dropped)."""
-    from sipflow.ingest.capture import read_capture
-    from sipflow.ingest.types import SourceStats
-
-    for _ in read_capture(path, source, SourceStats(path), [], sink):
-        pass
+ReadMedia = Callable[[str, int, Any], None]
+"""Reads capture ``path`` (source index) again into a media sink: the I/O the engine
+passes in (:func:`sipflow.engine.local.reread_media`), so this stage stays sans-IO."""
 
 
 # -- the stage --------------------------------------------------------------------------------
@@ -402,10 +399,11 @@ def _unique(keys: list[MasterKey], seen: set[tuple[str, bytes]]) -> list[MasterK
 
 class Srtp:
     """The SRTP stage of :func:`sipflow.rtp.mapping.map_streams`: ``paths`` are the
-    sources in order (read a second time for the streams that have keys)."""
+    sources in order, read a second time by ``read`` for the streams that have keys."""
 
-    def __init__(self, paths: list[str]) -> None:
+    def __init__(self, paths: list[str], read: ReadMedia) -> None:
         self.paths = paths
+        self.read = read
         self.lib = pylibsrtp_module()
 
     def __call__(
@@ -455,7 +453,7 @@ class Srtp:
     def _run(self, source: int, todo: list[Job], out: list[Placed], found: list[Finding]) -> None:
         sink = SrtpSink(todo)
         try:
-            read_source(self.paths[source], source, sink)
+            self.read(self.paths[source], source, sink)
         except (InputError, OSError) as exc:
             reason = f"the source cannot be read again: {exc}"
             for job in todo:
