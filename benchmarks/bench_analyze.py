@@ -200,22 +200,14 @@ def capinfos(path: Path) -> tuple[int, float]:
 
 
 def concatenated(base: Path, times: int) -> Path:
-    """`base` followed by copies of itself shifted in time (editcap -t, mergecap -a), cached."""
-    fmt = base.suffix.lstrip(".")  # pcap or pcapng, kept (both tools default to pcapng)
-    dest = OUT / f"{base.stem}_x{times}{base.suffix}"
+    """`base` followed by `times - 1` shifted copies of itself, each copy its own calls and
+    RTP streams (benchmarks/scaled_capture.py: Call-IDs and SSRCs rewritten), cached."""
+    from scaled_capture import scale
+
+    dest = OUT / f"{base.stem}_s{times}{base.suffix}"
     if dest.exists() and dest.stat().st_mtime >= base.stat().st_mtime:
         return dest
-    _, duration = capinfos(base)
-    parts = [base]
-    with tempfile.TemporaryDirectory(dir=OUT) as tmp:
-        for i in range(1, times):
-            shifted = Path(tmp) / f"part{i}{base.suffix}"
-            offset = str(i * (int(duration) + 10))
-            subprocess.run(
-                ["editcap", "-F", fmt, "-t", offset, str(base), str(shifted)], check=True
-            )
-            parts.append(shifted)
-        subprocess.run(["mergecap", "-F", fmt, "-a", "-w", str(dest), *map(str, parts)], check=True)
+    scale(base, times, dest)
     return dest
 
 
@@ -317,17 +309,23 @@ def run_flat_memory(base: Path, have_sipflow: bool, sizes: list[int]) -> list[st
     does peak RSS grow with size?"""
     lines = [
         "| capture | packets | sipflow wall / CPU | sipflow peak RSS"
+        " | sipflow --stream wall / CPU | sipflow --stream peak RSS"
         " | tshark sip,stat wall / CPU | tshark peak RSS |",
-        "|---|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    rss: dict[str, list[int]] = {"sipflow": [], "tshark": []}
+    rss: dict[str, list[int]] = {"sipflow": [], "sipflow --stream": [], "tshark": []}
     for times in sizes:
         path = base if times == 1 else concatenated(base, times)
         packets, _ = capinfos(path)
         warm_cache(path)
         cells = []
-        for name, cmd in (("sipflow", sipflow_cmd(path)), ("tshark", tshark_cmd("sip,stat", path))):
-            if name == "sipflow" and not have_sipflow:
+        runs = (
+            ("sipflow", sipflow_cmd(path)),
+            ("sipflow --stream", [*sipflow_cmd(path), "--stream"]),
+            ("tshark", tshark_cmd("sip,stat", path)),
+        )
+        for name, cmd in runs:
+            if name.startswith("sipflow") and not have_sipflow:
                 cells.append("n/a | n/a")
                 continue
             r = measure_once(cmd)

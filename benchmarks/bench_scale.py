@@ -13,7 +13,8 @@ in a fresh Python process (so imports and pool start-up are paid as a user pays 
 - transfer (one worker per file): messages sent as pickled objects vs packed bytes
   re-parsed in the parent (``pool.TRANSFER``), parent CPU compared;
 - memory per worker: :func:`sipflow.engine.pool.run_file` alone on files of growing size
-  (editcap ``-r`` slices of load.pcap, load_x2.pcap, load_x4.pcap when present).
+  (editcap ``-r`` slices of load.pcap; load_s2.pcap and load_s4.pcap, made by
+  benchmarks/scaled_capture.py, when present).
 
     .venv/bin/python benchmarks/bench_scale.py [--runs 3] [--packets-per-file 40000]
 
@@ -136,7 +137,7 @@ def memory_sizes(load: Path) -> list[dict[str, Any]]:
             editcap("-F", "pcap", "-r", load, part, f"1-{n}")
         sizes.append((f"{n} packets", part))
     sizes.append(("load.pcap", load))
-    for name in ("load_x2.pcap", "load_x4.pcap"):
+    for name in ("load_s2.pcap", "load_s4.pcap"):
         if (OUT / name).exists():
             sizes.append((name, OUT / name))
     rows = []

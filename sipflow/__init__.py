@@ -10,8 +10,9 @@ Public API::
 
 __version__ = "0.1.0"
 
-from sipflow.api import Options, analyze
+from sipflow.api import Options, StreamResult, analyze, analyze_stream
 from sipflow.engine.progress import ProgressEvent
+from sipflow.engine.stream import StreamOptions
 from sipflow.errors import InputError, ParseError, SipflowError
 from sipflow.findings import Finding, Ref, Severity
 from sipflow.trace import Trace
@@ -25,7 +26,10 @@ __all__ = [
     "Ref",
     "Severity",
     "SipflowError",
+    "StreamOptions",
+    "StreamResult",
     "Trace",
     "__version__",
     "analyze",
+    "analyze_stream",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -30,6 +30,7 @@ app = typer.Typer(
 EXIT_OK = 0
 EXIT_NOTHING_READ = 3
 EXIT_PARTIAL = 4
+_R = TypeVar("_R")
 
 
 class Format(enum.Enum):
@@ -115,11 +116,22 @@ def analyze(
     ] = None,
     tls_keylog: TlsKeylogOption = None,
     tls_key: TlsKeyOption = None,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream",
+            help="Write calls as they finish (json or csv, one process): memory holds only"
+            " the calls still open, whatever the capture's size (docs/scale.md, Streaming).",
+        ),
+    ] = False,
 ) -> None:
     """Rebuild transactions, dialogs and calls; print a summary, the calls and findings.
 
     Exit code 0 when analysed, 3 when no source could be read, 4 when some could not.
     """
+    if stream:
+        _analyze_streaming(files, fmt, output, html, tls_keylog, tls_key)
+        return
     from sipflow.api import Options
     from sipflow.api import analyze as run
     from sipflow.gcpause import paused
@@ -155,6 +167,42 @@ def analyze(
         raise typer.Exit(code)
 
 
+def _analyze_streaming(
+    files: list[str],
+    fmt: Format,
+    output: Path | None,
+    html: Path | None,
+    tls_keylog: list[Path] | None,
+    tls_key: list[Path] | None,
+) -> None:
+    """``analyze --stream``: rows written as calls finish (sipflow.engine.stream)."""
+    from sipflow.api import Options, analyze_stream
+    from sipflow.report.progress_view import analysis_progress
+    from sipflow.report.stream_out import CsvRows, JsonRows
+
+    if fmt is Format.table or html is not None:
+        typer.echo("sipflow: --stream writes -f json or -f csv, without --html", err=True)
+        raise typer.Exit(2)
+    opts = _with_tls_keys(Options(keep_messages=False, keep_records=False), tls_keylog, tls_key)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    out = sys.stdout if output is None else output.open("w", encoding="utf-8")
+    try:
+        sink = JsonRows(out) if fmt is Format.json else CsvRows(out)
+        with analysis_progress() as progress:
+            opts.progress = progress
+            result = _run_engine(lambda f, o: analyze_stream(f, sink, o), files, opts)
+        sink.close(result.tail)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    for path in result.unreadable:
+        typer.echo(f"sipflow: could not read {path} (see findings)", err=True)
+    if result.unreadable:
+        code = EXIT_NOTHING_READ if len(result.unreadable) == result.sources else EXIT_PARTIAL
+        raise typer.Exit(code)
+
+
 def _stored_document(files: list[str], html: Path | None) -> dict[str, Any] | None:
     """The analysis a ``sipflow index`` store holds, when ``files`` is one store."""
     if len(files) != 1 or not Path(files[0]).is_dir():
@@ -169,7 +217,7 @@ def _stored_document(files: list[str], html: Path | None) -> dict[str, Any] | No
     return read_document(files[0])
 
 
-def _run_engine(run: Callable[..., Trace], files: list[str], opts: Options) -> Trace:
+def _run_engine(run: Callable[..., _R], files: list[str], opts: Options) -> _R:
     """``run`` with a clear message instead of a traceback when the engine cannot start."""
     from sipflow.engine.dask_engine import EngineError
     from sipflow.errors import InputError

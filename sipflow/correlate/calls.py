@@ -198,6 +198,11 @@ class CallBuilder:
     def open_calls(self) -> int:
         return len(self._calls)
 
+    def open_starts(self) -> list[int]:
+        """Time of the first message of each call still open, in order of creation (what
+        the streaming analysis waits for before writing a call story out)."""
+        return [call.first.ts for call in self._calls.values()]
+
     # -- routing -----------------------------------------------------------------------
 
     def _route(self, msg: SipMessage, tf: TxFeed, out: BuilderOutput) -> _Owner | None:

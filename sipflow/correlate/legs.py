@@ -36,7 +36,7 @@ import re
 from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sipflow.correlate.assign import assign
@@ -76,6 +76,7 @@ __all__ = [
     "facts_of",
     "group_to_dict",
     "legs_rows",
+    "subset",
 ]
 
 MS = 1_000_000
@@ -141,6 +142,8 @@ class Correlation:
     skipped: Counter[str] = field(default_factory=Counter)
     """Candidates not considered, by reason."""
     stats: dict[str, int] = field(default_factory=dict)
+    finding_legs: list[int] = field(default_factory=list)
+    """Per finding: the leg it is about (the child of a ``correlate.ambiguous``)."""
 
     def link_of(self, child: int) -> LegLink | None:
         for link in self.links:
@@ -584,7 +587,8 @@ def _drop_weak(
 
 def _ambiguity(
     legs: list[Leg], sc: _Scored, chosen: dict[int, int], grp: list[int], margin: float
-) -> list[Finding]:
+) -> list[tuple[int, Finding]]:
+    """(child leg, finding) for each leg that could continue two calls."""
     out = []
     for c, parents in sc.parents_of.items():
         ranked = sorted(((sc.score[(p, c)], p) for p in parents), reverse=True)
@@ -596,7 +600,7 @@ def _ambiguity(
             continue
         if _explained(sc, chosen, p1, c, margin) or _explained(sc, chosen, p2, c, margin):
             continue
-        out.append(_ambiguous_finding(legs, c, (p1, w1), (p2, w2), chosen.get(c)))
+        out.append((c, _ambiguous_finding(legs, c, (p1, w1), (p2, w2), chosen.get(c))))
     return out
 
 
@@ -670,7 +674,7 @@ def correlate(
     _extra_children(view, sc, chosen, {(p, c) for p, c, _w in matched})
     conf, dropped = _drop_weak(view, sc, chosen, opts)
     grp = _groups(len(view), chosen)
-    findings = _ambiguity(view, sc, chosen, grp, opts.margin)
+    ambiguous = _ambiguity(view, sc, chosen, grp, opts.margin)
     links = {
         c: LegLink(
             p,
@@ -687,7 +691,7 @@ def correlate(
     return Correlation(
         groups=groups,
         links=sorted(links.values(), key=lambda k: (group_of[k.b], legs[k.b].start)),
-        findings=findings,
+        findings=[f for _c, f in ambiguous],
         parent=parent,
         roles=[_role(links, parent, i) for i in range(len(view))],
         group_of=group_of,
@@ -698,6 +702,32 @@ def correlate(
             "components_greedy": greedy,
             "dropped_low_confidence": len(dropped),
         },
+        finding_legs=[c for c, _f in ambiguous],
+    )
+
+
+def subset(corr: Correlation, keep: list[int]) -> Correlation:
+    """The correlation of the legs ``keep`` (whole groups), numbered 0.. in that order:
+    what the streaming analysis (:mod:`sipflow.engine.stream`) writes of the call stories
+    it has finished while others are still open."""
+    new = {old: i for i, old in enumerate(keep)}
+    groups = [[new[i] for i in g] for g in corr.groups if g[0] in new]
+    group_of = [0] * len(keep)
+    for g, members in enumerate(groups):
+        for i in members:
+            group_of[i] = g
+    parent = [corr.parent[i] if corr.parent else None for i in keep]
+    found = [(new[c], f) for c, f in zip(corr.finding_legs, corr.findings, strict=True) if c in new]
+    return Correlation(
+        groups=groups,
+        links=[replace(k, a=new[k.a], b=new[k.b]) for k in corr.links if k.b in new],
+        findings=[f for _c, f in found],
+        parent=[new[p] if p is not None else None for p in parent],
+        roles=[corr.roles[i] for i in keep] if corr.roles else [],
+        group_of=group_of,
+        skipped=corr.skipped,
+        stats=corr.stats,
+        finding_legs=[c for c, _f in found],
     )
 
 

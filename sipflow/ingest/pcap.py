@@ -167,14 +167,15 @@ class Capture:
             raise InputError(f"{self.path}: capture is closed")
         return self._mm
 
-    def chunks(self, size: int = CHUNK_RECORDS) -> Iterator[RecordChunk]:
-        """Records in file order, ``size`` at a time.
+    def chunks(self, size: int | None = None) -> Iterator[RecordChunk]:
+        """Records in file order, ``size`` (default :data:`CHUNK_RECORDS`) at a time.
 
         When the consumer asks for the next chunk, the pages holding the previous one are
         handed back to the kernel (see :meth:`_release_before`), so resident memory stays
         bounded by a chunk, not the file size. A chunk kept and read later still reads
         the right bytes: its pages are faulted in again from the file.
         """
+        size = size or CHUNK_RECORDS  # read here, so a test may set a smaller chunk
         walker = _PcapngWalker(self, size) if self.format.startswith("pcapng") else None
         for chunk in walker.run() if walker else _PcapWalker(self, size).run():
             yield chunk

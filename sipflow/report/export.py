@@ -21,8 +21,11 @@ def calls_csv(doc: dict[str, Any]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CALL_FIELDS)
     for call in doc["calls"]:
-        writer.writerow(
-            [";".join(map(str, v)) if isinstance(v, list) else ("" if v is None else v)
-             for v in (call[name] for name in CALL_FIELDS)]
-        )  # fmt: skip
+        writer.writerow(csv_row(call))
     return buf.getvalue()
+
+
+def csv_row(call: dict[str, Any]) -> list[Any]:
+    """One call of docs/json.md as a CSV row of CALL_FIELDS."""
+    return [";".join(map(str, v)) if isinstance(v, list) else ("" if v is None else v)
+            for v in (call[name] for name in CALL_FIELDS)]  # fmt: skip

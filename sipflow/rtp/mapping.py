@@ -156,11 +156,13 @@ def map_streams(
     media: list[CallMedia],
     sources_with_rtp: set[int] | None = None,
     srtp: SrtpStage | None = None,
+    first: int = 0,
 ) -> tuple[list[RtpStream], list[dict[str, Any]], list[Finding]]:
     """Streams with call/leg/direction/codec/MOS filled in, one ``quality`` dict per call
     (same order as ``calls``), and the findings (one-way, no audio, NAT/latching, and the
     ``srtp`` stage's). ``srtp`` runs between placing and scoring, so the RTCP figures it
-    decrypts feed the MOS."""
+    decrypts feed the MOS. ``first``: the number of ``calls[0]`` in quality and findings
+    (the streaming analysis maps a batch of calls at a time)."""
     placed = place_streams(streams, calls, media)
     findings: list[Finding] = []
     if srtp is not None:
@@ -178,7 +180,7 @@ def map_streams(
         if note:
             findings.append(_nat_finding(st, a, note))
     quality = [
-        _quality(i, c, m, mapped.get(i, []), sources_with_rtp, findings)
+        _quality(first + i, c, m, mapped.get(i, []), sources_with_rtp, findings)
         for i, (c, m) in enumerate(zip(calls, media, strict=True))
     ]
     return out, quality, findings

@@ -232,6 +232,10 @@ class RtcpFolder:
         """What RTCP said about the stream ``ssrc`` sent from ``src`` to ``dst`` (IPs)."""
         return self._views.get((ssrc, src, dst))
 
+    def drop(self, ssrc: int, src: str, dst: str) -> None:
+        """Forget the view of a stream that was released (sipflow.engine.stream)."""
+        self._views.pop((ssrc, src, dst), None)
+
     def _at(self, ssrc: int, src: str, dst: str) -> RtcpView:
         return self._views.setdefault((ssrc, src, dst), RtcpView())
 

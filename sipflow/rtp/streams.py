@@ -28,6 +28,7 @@ per-stream summary.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -63,6 +64,7 @@ JITTER_GAIN = 1.0 / 16.0  # RFC 3550 §A.8
 EVENTS_PER_STREAM = 4096  # telephone-event-sized packets kept per stream, at most
 K = len(CANDIDATE_CLOCKS)
 EMPTY = np.iinfo(np.int64).min  # an unused slot of a stream's sequence-number tail
+MAX_ENDPOINTS = 65536  # address texts cached; the cache is emptied when a release finds more
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +223,15 @@ class _Arrays:
         self.tail = np.vstack([self.tail, np.full((pad, TAIL), EMPTY)])
         self.cap, self.n = cap, n
 
+    def take(self, rows: I64) -> None:
+        """Keep only the streams ``rows`` (in that order): the others were released."""
+        keep = len(rows)
+        for k, v in self.i.items():
+            self.i[k] = v[rows]
+        self.jit, self.jmax, self.jsum = self.jit[rows], self.jmax[rows], self.jsum[rows]
+        self.tail = self.tail[rows]
+        self.cap = self.n = keep
+
 
 _FIELDS_ORDER = tuple(f.name for f in fields(RtpStream))
 _FIELDS = frozenset(_FIELDS_ORDER)
@@ -256,7 +267,11 @@ class RtpCollector:
         self.announced = AnnouncedMedia()
         """RTP addresses the SIP read so far announced (found even where content is not)."""
         self._ep: dict[tuple[bytes, int, int], Endpoint] = {}
-        self._public: list[int] = []
+        self._public: dict[int, int] = {}
+        self._keys: list[tuple[int, ...]] = []
+        """The ``_ids`` key of each stream (same index as ``_meta``)."""
+        self._next_id = 0
+        """The ``RtpStream.id`` the next stream finished gets (see :meth:`release`)."""
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -325,6 +340,7 @@ class RtpCollector:
         clock = static_clock(int(h.pt[i]))
         clocks = (clock,) * K if clock else CANDIDATE_CLOCKS
         self._meta.append(_Meta(b.source, int(h.ssrc[i]), src, dst, clocks))
+        self._keys.append(k)
         self._a.grow(gid + 1)
         return gid
 
@@ -356,11 +372,45 @@ class RtpCollector:
     # -- results ----------------------------------------------------------------------------
 
     def finish(self) -> list[RtpStream]:
-        """Every stream seen, in order of first packet; ``id`` is that rank (the same
-        however the capture was cut into chunks)."""
-        order = sorted(range(len(self._meta)), key=lambda g: (int(self._a.i["first_frame"][g]), g))
-        self._public = order
-        return [self._stream(gid, rank) for rank, gid in enumerate(order)]
+        """Every stream seen (and not released), in order of first packet; ``id`` is that
+        rank (the same however the capture was cut into chunks), after the ids
+        :meth:`release` gave."""
+        return self._finished(range(len(self._meta)), advance=False)  # may be called again
+
+    def _finished(self, gids: Iterable[int], advance: bool = True) -> list[RtpStream]:
+        order = sorted(gids, key=lambda g: (int(self._a.i["first_frame"][g]), g))
+        base = self._next_id
+        if advance:
+            self._next_id += len(order)
+        self._public = {base + rank: gid for rank, gid in enumerate(order)}
+        return [self._stream(gid, base + rank) for rank, gid in enumerate(order)]
+
+    def release(self, idle_before: int) -> list[RtpStream]:
+        """Finish and forget the streams whose last packet came before ``idle_before`` (ns):
+        the streaming analysis (:mod:`sipflow.engine.stream`) releases media as it ends, so
+        memory holds the streams still running, not every stream of the capture. A stream
+        that starts again later (same 5-tuple and SSRC) is a new stream. Ids go on from
+        one release to the next (order of first packet within each)."""
+        n = len(self._meta)
+        if n == 0:
+            return []
+        idle = self._a.i["last_ts"][:n] < idle_before
+        done = np.flatnonzero(idle).tolist()
+        if not done:
+            return []
+        out = self._finished(done)
+        self._public = {}  # released streams keep no DTMF packets (events() is for finish)
+        for gid in done:
+            m = self._meta[gid]
+            self._rtcp.drop(m.ssrc, m.src.ip, m.dst.ip)
+        keep = np.flatnonzero(~idle)
+        self._a.take(keep)
+        self._meta = [self._meta[g] for g in keep.tolist()]
+        self._keys = [self._keys[g] for g in keep.tolist()]
+        self._ids = {k: g for g, k in enumerate(self._keys)}
+        if len(self._ep) > MAX_ENDPOINTS:
+            self._ep.clear()  # a cache of address texts; rebuilt as packets come
+        return out
 
     def events(self, stream_id: int) -> list[tuple[int, int, int, int, int, int, bytes]]:
         """The telephone-event-shaped packets kept for one stream (``RtpStream.id``) -
