@@ -117,21 +117,20 @@ def analyze(
     tls_keylog: TlsKeylogOption = None,
     tls_key: TlsKeyOption = None,
     stream: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--stream",
+            "--stream/--no-stream",
             help="Write calls as they finish (json or csv, one process): memory holds only"
-            " the calls still open, whatever the capture's size (docs/scale.md, Streaming).",
+            " the calls still open, whatever the capture's size (docs/scale.md, Streaming)."
+            " Default: on for -f json/csv of 1 GiB of captures or more.",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
 ) -> None:
     """Rebuild transactions, dialogs and calls; print a summary, the calls and findings.
 
     Exit code 0 when analysed, 3 when no source could be read, 4 when some could not.
     """
-    if stream:
-        _analyze_streaming(files, fmt, output, html, tls_keylog, tls_key)
-        return
     from sipflow.api import Options
     from sipflow.api import analyze as run
     from sipflow.gcpause import paused
@@ -143,6 +142,11 @@ def analyze(
     stored = _stored_document(files, html)
     if stored is not None:  # a store written by ``sipflow index``: no capture is read
         _emit(renderers[fmt](stored), output)
+        return
+    if stream is None:
+        stream = _stream_by_size(files, fmt, html)
+    if stream:
+        _analyze_streaming(files, fmt, output, html, tls_keylog, tls_key)
         return
     keep = html is not None  # ladders need every message and transaction record
     opts = Options(keep_messages=keep, keep_records=keep, jobs=jobs)
@@ -165,6 +169,33 @@ def analyze(
     if trace.unreadable:
         code = EXIT_NOTHING_READ if len(trace.unreadable) == len(trace.sources) else EXIT_PARTIAL
         raise typer.Exit(code)
+
+
+STREAM_MIN_BYTES = 1 << 30
+"""From this much capture on, ``-f json``/``-f csv`` stream unless told ``--no-stream``: a
+whole-capture run keeps about 24 KB per finished call to the end (docs/scale.md)."""
+
+
+def _stream_by_size(files: list[str], fmt: Format, html: Path | None) -> bool:
+    """Whether to stream when neither --stream nor --no-stream was given."""
+    if fmt is Format.table or html is not None or "-" in files:
+        return False
+    from sipflow.api import expand_paths
+
+    size = 0
+    for path in expand_paths(files):
+        try:
+            size += Path(path).stat().st_size
+        except OSError:
+            continue  # reported by the analysis
+    if size < STREAM_MIN_BYTES:
+        return False
+    typer.echo(
+        f"sipflow: {size / 1e9:.1f} GB of captures: calls are written as they finish"
+        " (--no-stream keeps them all to the end, sorted by start)",
+        err=True,
+    )
+    return True
 
 
 def _analyze_streaming(

@@ -207,3 +207,29 @@ def test_cli_stream_refuses_the_table_and_reports_unreadable(tmp_path: Path) -> 
     assert [f["code"] for f in doc["findings"] if f["code"] == "ingest.unreadable"] == [
         "ingest.unreadable"
     ]
+
+
+def test_json_of_a_big_capture_streams_unless_told_not_to(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """From STREAM_MIN_BYTES of captures on, -f json/csv stream by default (lowered
+    here to the demo's size); --no-stream and the table keep the whole-capture run."""
+    from typer.testing import CliRunner
+
+    from sipflow import cli
+
+    demo = str(SAMPLES / "sipp_uac_uas_udp_mixed.pcap")
+    monkeypatch.setattr(cli, "STREAM_MIN_BYTES", Path(demo).stat().st_size)
+    runner = CliRunner()
+    notice = "calls are written as they finish"
+    out = tmp_path / "a.json"
+    res = runner.invoke(cli.app, ["analyze", demo, "-f", "json", "-o", str(out)])
+    assert res.exit_code == 0 and notice in res.stderr
+    assert len(json.loads(out.read_text())["calls"]) == 5
+    res = runner.invoke(cli.app, ["analyze", demo, "-f", "json", "--no-stream", "-o", str(out)])
+    assert res.exit_code == 0 and notice not in res.stderr
+    res = runner.invoke(cli.app, ["analyze", demo])
+    assert res.exit_code == 0 and notice not in res.stderr and "Calls: 5" in res.stdout
+    monkeypatch.setattr(cli, "STREAM_MIN_BYTES", Path(demo).stat().st_size + 1)
+    res = runner.invoke(cli.app, ["analyze", demo, "-f", "json", "-o", str(out)])
+    assert res.exit_code == 0 and notice not in res.stderr
