@@ -6,11 +6,12 @@ SIPp's built-in ``uac``/``uas`` scenarios (INVITE, 100, 180, 200, ACK, pause, BY
 RATE calls/s for DURATION s (bounded: -m RATE*DURATION, every process killed at the end).
 Reports attempted/completed/failed calls (SIPp's counters), p50/p99 setup latency (INVITE
 sent to 200 received, from SIPp's -trace_shortmsg), the B2BUA's CPU seconds and its RSS:
-idle (after start), after a warm-up (``--warmup``, default 40 s of load: every ended call
-is kept 64*T1 = 32 s for late retransmissions, RFC 3261 §17, so the working set grows for
-the first ~32 s of a steady load and is full after), at the end, and every 5 s. Growth is
-given from idle and from the warm-up. The B2BUA records pcap, log and truth as in normal
-runs (the truth streamed to disk as calls end).
+idle (after start), after a warm-up (``--warmup``, default 40 s of load: every ended call's
+transactions are kept 64*T1 = 32 s for late retransmissions, RFC 3261 §17, as keys in
+``B2BUA.lingering``, so the working set grows for the first ~32 s of a steady load and is
+full after), at the end, and every 5 s. Growth is given from idle and from the warm-up.
+The B2BUA records pcap, log and truth as in normal runs (the truth streamed to disk as
+calls end).
 """
 
 from __future__ import annotations

@@ -22,15 +22,22 @@ our RTP port pairs per leg, the SDP of each leg rewritten to name ours, and
 :meth:`B2BUA.media_received` relaying each RTP/RTCP datagram to the other leg (SRTP
 protected/unprotected on an SRTP leg); the ports are opened when the B leg is INVITEd and
 closed when the call ends (:class:`~sipflow.b2bua.media.MediaOpen` / ``MediaClose``).
+
+When a call ends its legs are dropped at once; what RFC 3261 §17 still needs for 64*T1
+(late retransmissions of the caller's INVITE and BYE, of the B side's 2xx) stays as
+transaction keys in :attr:`B2BUA.lingering` (:mod:`sipflow.b2bua.linger`), answered
+before any handler runs. A call with a transaction still working at its end (a 2xx not
+ACKed yet, a failure's final response being re-sent) or with transfers lingers whole.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 
 from sipflow.b2bua import media
 from sipflow.b2bua.config import Config
 from sipflow.b2bua.dialogs import LINGER, SECOND, sdp_body
+from sipflow.b2bua.linger import Answered, Lingering, SettlingTransactions
 from sipflow.b2bua.model import (
     Action,
     Call,
@@ -72,6 +79,7 @@ __all__ = [
 ]
 
 MAX_MESSAGE = 65_535  # larger messages are refused (UDP cannot carry them; §18.1.1)
+_BYE_OK = Answered(200, "OK")  # what a BYE ending a call was answered (one shared record)
 Handler = Callable[[SipRequest, Endpoint, Transport, int], list[Action]]
 
 
@@ -94,6 +102,10 @@ class B2BUA(Transfers):
             ip = config.media_ip or config.listen[0].host
             self.ports = media.PortPool(ip, *config.rtp_ports)
         self._anchors: dict[Endpoint, media.Anchor] = {}  # our RTP endpoint -> its call's relay
+        self._settling = SettlingTransactions()
+        self.txs = self._settling
+        self.lingering = Lingering(LINGER)
+        """Ended calls' transactions, as keys and what a late retransmission gets."""
 
     # -- entry points ----------------------------------------------------------------------
 
@@ -113,10 +125,14 @@ class B2BUA(Transfers):
         bad = self._bad_request(msg)
         if bad:
             return self._reject_malformed(msg, bad, src, transport)
+        late = self._late_request(msg, src, transport)
+        if late is not None:
+            return late
         handler = self._handlers.get(msg.method.upper(), self._on_other)
         return handler(msg, src, transport, now)
 
     def expire(self, now: int) -> list[Action]:
+        self.lingering.expire(now)
         out: list[Action] = []
         for item in self.txs.expire(now):
             if isinstance(item, Retransmit):
@@ -129,6 +145,14 @@ class B2BUA(Transfers):
                 call.deadline = None
                 out += self._no_answer(call, now)
         return out + self._run_later(now)
+
+    def next_deadline(self) -> int | None:
+        due = (super().next_deadline(), self.lingering.next_deadline())
+        times = [t for t in due if t is not None]
+        return min(times) if times else None
+
+    def sizes(self) -> dict[str, Sized]:
+        return {**super().sizes(), "lingering": self.lingering}
 
     def media_received(self, data: bytes, local: Endpoint, src: Endpoint, now: int) -> list[Action]:
         """An RTP/RTCP datagram reached our ``local`` port: relay it to the other leg."""
@@ -359,7 +383,9 @@ class B2BUA(Transfers):
             if other is not leg and other.confirmed:
                 out += self._bye(other, now)
         out += self._abandon_transfer(call, now)
-        return out + self._end_call(call, now)
+        out += self._end_call(call, now)
+        self._settle_server(req, _BYE_OK, now)
+        return out
 
     def _on_options(self, req: SipRequest, src: Endpoint, t: Transport, now: int) -> list[Action]:
         if req.to_tag is not None:
@@ -416,6 +442,9 @@ class B2BUA(Transfers):
         if key is None:
             self.stats.drop("unmatchable-response")
             return []
+        known, ack = self.lingering.response(key, resp.status)
+        if known:  # an ended call's INVITE: a re-sent 2xx gets our ACK again (§13.2.2.4)
+            return [self._send(ack.data, ack.dst, ack.transport)] if ack is not None else []
         verdict, resend = self.txs.receive_response(key, resp.status, now)
         out: list[Action] = [self._send(r.data, r.dst[0], r.dst[1]) for r in resend]
         client = self._clients.get(key)
@@ -525,6 +554,53 @@ class B2BUA(Transfers):
                 self._a_invites[key] = origin
                 origin.invite_key = key  # its ACK ends the 2xx retransmission
         return out
+
+    # -- ended calls: what lingers ------------------------------------------------------------
+
+    def _linger(self, call: Call, now: int) -> None:
+        """An ended call's INVITE transactions go to :attr:`lingering` as keys (and the
+        ACK of the B leg's 2xx) and its legs are forgotten now, not 64*T1 later; a call
+        with a transaction still working (a 2xx not yet ACKed, a failure's final response
+        being re-sent) or with transfers lingers whole, as the built-in UAs' calls do."""
+        legs = call.legs()
+        keys = [leg.invite_key for leg in legs if leg.invite_key is not None]
+        if call.transfers or any(self._settling.quiet(k) is False for k in keys):
+            super()._linger(call, now)
+            return
+        for leg in legs:
+            key = leg.invite_key
+            if key is None or not self._settling.hand_over(key):
+                continue
+            if leg.role == "a":
+                self._a_invites.pop(key, None)
+                self.lingering.keep_server(key, None, now)
+            else:
+                self._clients.pop(key, None)
+                ack = Send(leg.ack_data, leg.peer, leg.transport) if leg.ack_data else None
+                self.lingering.keep_client(key, ack, now)
+        self._forget(call, now)
+
+    def _settle_server(self, req: SipRequest, answered: Answered, now: int) -> None:
+        """A request of an ended call answered with a final response: its transaction
+        lingers as a key; a retransmission gets the response rebuilt (§17.2.2)."""
+        key = key_of(req)
+        if key is not None and self._settling.hand_over(key):
+            self.lingering.keep_server(key, answered, now)
+
+    def _late_request(self, req: SipRequest, src: Endpoint, t: Transport) -> list[Action] | None:
+        """A retransmitted request of an ended call (None: not one): an INVITE or its
+        ACK is absorbed (RFC 6026 §7.1), a BYE gets the same final response again
+        (RFC 3261 §17.2.2), rebuilt from the request as the first one was (§8.2.6.2)."""
+        key = key_of(req)
+        if key is None:
+            return None
+        known, answered = self.lingering.request(key)
+        if not known:
+            return None
+        if answered is None or req.method == "ACK":
+            return []
+        data = self._response(req, answered.status, answered.reason, transport=t)
+        return [self._send(data, src, t)]
 
     # -- hooks for the built-in UAs (sipflow.b2bua.ua) ----------------------------------------
 

@@ -487,12 +487,18 @@ class Dialogs:
             self.on_finished(call)
         else:
             self.finished.append(call)
-        if call.a is not None:
-            call.a.invite = None  # the parsed INVITE: nothing answers it any more
-        # late retransmissions (BYE, 2xx, ACK) still find the dialog for 64*T1 (§17.1.1.2)
-        self.schedule(now + LINGER, functools.partial(self._forget, call))
         a = call.a
-        return [self._ev(EventKind.CALL_END, a, now, new=call.outcome)] if a is not None else []
+        out: list[Action] = []
+        if a is not None:
+            a.invite = None  # the parsed INVITE: nothing answers it any more
+            out.append(self._ev(EventKind.CALL_END, a, now, new=call.outcome))
+        self._linger(call, now)
+        return out
+
+    def _linger(self, call: Call, now: int) -> None:
+        """Late retransmissions (BYE, 2xx, ACK) still find an ended call's dialogs for
+        64*T1 (RFC 3261 §17.1.1.2); then they are forgotten."""
+        self.schedule(now + LINGER, functools.partial(self._forget, call))
 
     def _forget(self, call: Call, now: int) -> list[Action]:
         """Drop a finished call's dialogs and kept messages; its summary stays in
