@@ -20,7 +20,12 @@ from sipflow.checks.sdp import CallMedia, media_for_call
 from sipflow.correlate.calls import BuilderOutput, CallBuilder, CallRecord
 from sipflow.correlate.facts import LegFacts, facts_of
 from sipflow.correlate.legs import correlate
-from sipflow.engine.local import SourceResult, reread_media, source_messages
+from sipflow.engine.local import (
+    REORDER_WINDOW_NS,
+    SourceResult,
+    reread_media,
+    source_messages,
+)
 from sipflow.engine.merge import drop_duplicates, merge_timeline
 from sipflow.engine.progress import ProgressCallback, ProgressTracker
 from sipflow.engine.shard import Tick
@@ -272,7 +277,8 @@ def _analyze_stream(
     results, per_source = _local_sources(paths, opts)
     if tracker is not None:
         per_source = tracker.attach(results, per_source)
-    clocks = [_MediaClock(r) for r in results]
+    starts = _starts(results) or [None] * len(results)
+    clocks = [_MediaClock(r, start) for r, start in zip(results, starts, strict=True)]
     per_source = [c.follow(s) for c, s in zip(clocks, per_source, strict=True)]
 
     def with_rtp() -> set[int]:
@@ -286,7 +292,7 @@ def _analyze_stream(
     builder = CallBuilder()
     idle = int(sopts.window_s * 1e9)
     check: int | None = None
-    for msg in drop_duplicates(merge_timeline(per_source), on_duplicate):
+    for msg in drop_duplicates(merge_timeline(per_source, starts), on_duplicate):
         if isinstance(msg, Tick):  # not split: no other shard's messages
             continue
         built.counts.add(msg)
@@ -321,22 +327,39 @@ def _analyze_stream(
     )
 
 
+def _starts(results: list[SourceResult]) -> list[int | None] | None:
+    """First record time of each source, when there are several (merge_timeline opens a
+    source when the timeline reaches it)."""
+    if len(results) < 2:
+        return None
+    from sipflow.engine.local import first_record_ts
+
+    return [first_record_ts(r.stats.path) for r in results]
+
+
 class _MediaClock:
     """How far one source's RTP has reached its collector: a chunk's media is fed after the
     chunk's SIP messages (sipflow.ingest.capture), so when chunk k+1 starts, media is
-    complete up to the last packet of chunk k; when the source ends, all of it."""
+    complete up to the last packet of chunk k; before its first chunk, up to just before
+    its first record (``start``, when known: a rotated file not opened yet holds nothing
+    earlier); when the source ends, all of it."""
 
     DONE = 2**63 - 1
 
-    def __init__(self, result: SourceResult) -> None:
-        self.until: int | None = None
+    def __init__(self, result: SourceResult, start: int | None = None) -> None:
+        self.until: int | None = None if start is None else start - REORDER_WINDOW_NS
         self._stats = result.stats
         self._last: int | None = None
         self._inner = result.on_chunk
         result.on_chunk = self._on_chunk
 
     def _on_chunk(self) -> None:
-        self.until, self._last = self._last, self._stats.last_ts
+        first = self._stats.first_ts  # counted: the first chunk's earliest packet
+        if self._last is not None:
+            self.until = self._last
+        elif first is not None:
+            self.until = first - 1
+        self._last = self._stats.last_ts
         if self._inner is not None:
             self._inner()
 
@@ -387,7 +410,8 @@ def _build(
 
     built = Built(_Counts(), [], ActivitySummary(keep_records=opts.keep_records), [], [])
     builder = CallBuilder()
-    for msg in drop_duplicates(merge_timeline(per_source), on_duplicate):
+    timeline = merge_timeline(per_source, _starts(results))
+    for msg in drop_duplicates(timeline, on_duplicate):
         if isinstance(msg, Tick):  # another shard's message: time passes (engine.shard)
             out = builder.expire(msg.ts)
             _take(out, built.calls, built.activity, built.findings, opts.keep_records)

@@ -19,7 +19,7 @@ from itertools import count
 from typing import TYPE_CHECKING, TypeVar
 
 from sipflow.engine.shard import Shard, Tick
-from sipflow.errors import ParseError
+from sipflow.errors import InputError, ParseError
 from sipflow.findings import Finding, Ref, Severity
 from sipflow.ingest.capture import MediaSink, read_capture
 from sipflow.ingest.tls import TlsKeys, TlsStats
@@ -76,6 +76,29 @@ def source_messages(path: str, source: int, result: SourceResult) -> Iterator[Si
     if is_log(path):
         return _reorder(_parse_log(path, source, result))
     return _reorder(_parse_all(path, source, result))
+
+
+def first_record_ts(path: str) -> int | None:
+    """Time of the first record of a pcap/pcapng file (ns), to open rotated files only when
+    the timeline reaches them (:func:`sipflow.engine.merge.merge_timeline`); None for stdin,
+    gzip (reading it means decompressing it), logs and anything unreadable."""
+    if path == "-":
+        return None
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError:
+        return None
+    if magic not in _CAPTURE_MAGIC or magic == b"\x1f\x8b":
+        return None
+    from sipflow.ingest.pcap import open_capture
+
+    try:
+        with open_capture(path) as cap:
+            chunk = next(iter(cap.chunks(1)), None)
+            return int(chunk.ts.min()) if chunk is not None and len(chunk) else None
+    except (InputError, OSError):
+        return None
 
 
 def is_log(path: str) -> bool:

@@ -24,13 +24,48 @@ DUPLICATE_WINDOW_NS = 100_000_000  # 100 ms, well under T1 = 500 ms
 _Key = tuple[bytes, str | None, int | None, str | None, int | None, str | None]
 
 
+LATE_OPEN_NS = 2_000_000_000
+"""A source is opened this long before its first record's time: a capture's records may be
+that much out of order (``sipflow.engine.local.REORDER_WINDOW_NS``)."""
+
+
 def merge_timeline(
     streams: Sequence[Iterator[SipMessage | Tick]],
+    starts: Sequence[int | None] | None = None,
 ) -> Iterator[SipMessage | Tick]:
-    """One time-ordered stream from several time-ordered streams (stable per source)."""
+    """One time-ordered stream from several time-ordered streams (stable per source: equal
+    times in source order). With ``starts`` (each source's first record time, None when
+    unknown), a source is first read when the timeline comes within LATE_OPEN_NS of its
+    start, so rotated captures are read one or two at a time, not all primed at once."""
     if len(streams) == 1:
         return streams[0]
-    return heapq.merge(*streams, key=lambda m: m.ts)
+    if starts is None or all(s is None for s in starts):
+        return heapq.merge(*streams, key=lambda m: m.ts)
+    return _merge_late(streams, starts)
+
+
+def _merge_late(
+    streams: Sequence[Iterator[SipMessage | Tick]], starts: Sequence[int | None]
+) -> Iterator[SipMessage | Tick]:
+    heap: list[tuple[int, int, SipMessage | Tick]] = []
+    waiting = sorted((s - LATE_OPEN_NS, i) for i, s in enumerate(starts) if s is not None)
+    waiting.reverse()  # popped from the end: earliest first
+
+    def pull(i: int) -> None:
+        item = next(streams[i], None)
+        if item is not None:
+            heapq.heappush(heap, (item.ts, i, item))
+
+    for i, s in enumerate(starts):
+        if s is None:
+            pull(i)
+    while heap or waiting:
+        while waiting and (not heap or waiting[-1][0] <= heap[0][0]):
+            pull(waiting.pop()[1])
+        if heap:
+            _ts, i, item = heapq.heappop(heap)
+            yield item
+            pull(i)
 
 
 def drop_duplicates(

@@ -65,3 +65,34 @@ def test_merge_timeline_orders_sources() -> None:
     out = list(merge_timeline([iter(s0), iter(s1)]))
     assert [m.ts for m in out] == [10, 20, 30, 30]
     assert out[2] is s0[1]  # stable: source 0 first on equal times
+
+
+def test_rotated_sources_are_opened_when_the_timeline_reaches_them() -> None:
+    """With start times, a source is first read LATE_OPEN_NS before its start; the
+    timeline is the one heapq.merge gives (equal times in source order)."""
+    import heapq
+    from collections.abc import Iterator
+
+    from sipflow.engine.merge import LATE_OPEN_NS
+    from sipflow.engine.shard import Tick
+
+    s = 1_000_000_000
+    times = [[0, 1 * s, 5 * s], [5 * s, 9 * s], [20 * s, 21 * s], [3 * s, 4 * s]]
+    opened: dict[int, int] = {}  # source -> how many items were out when it was first read
+    out: list[Tick] = []
+
+    def source(i: int) -> Iterator[Tick]:
+        opened[i] = len(out)
+        yield from (Tick(t) for t in times[i])
+
+    starts = [t[0] for t in times[:3]] + [None]  # the last: start unknown, read at once
+    merged = merge_timeline([source(i) for i in range(4)], starts)
+    for item in merged:
+        assert isinstance(item, Tick)
+        out.append(item)
+    expected = list(heapq.merge(*([Tick(t) for t in ts] for ts in times), key=lambda m: m.ts))
+    assert [m.ts for m in out] == [m.ts for m in expected]
+    assert opened[0] == 0 and opened[3] == 0
+    # source 1 starts at 5 s: opened once the timeline passed 5 s - LATE_OPEN_NS = 3 s
+    assert 5 * s - LATE_OPEN_NS == 3 * s and opened[1] == 2
+    assert opened[2] == len([t for ts in times for t in ts if t < 20 * s - LATE_OPEN_NS])

@@ -233,3 +233,25 @@ def test_json_of_a_big_capture_streams_unless_told_not_to(
     monkeypatch.setattr(cli, "STREAM_MIN_BYTES", Path(demo).stat().st_size + 1)
     res = runner.invoke(cli.app, ["analyze", demo, "-f", "json", "-o", str(out)])
     assert res.exit_code == 0 and notice not in res.stderr
+
+
+def test_streamed_rotated_files_equal_the_whole_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight copies cut into files of 20 packets: calls cross file boundaries, each file is
+    opened when the timeline reaches it, and stories are still written as they finish."""
+    from test_pool import rotate
+
+    monkeypatch.setattr(pcap, "CHUNK_RECORDS", 16)
+    files = rotate(_copies(tmp_path, "regen_basic.pcap", 8), tmp_path / "rot", 20)
+    assert len(files) > 4
+    whole = json.loads(
+        json.dumps(analyze(files, Options(keep_messages=False, keep_records=False)).to_dict())
+    )
+    buf = io.StringIO()
+    sink = JsonRows(buf)
+    result = analyze_stream(files, sink, Options(), StreamOptions(window_s=2.0))
+    sink.close(result.tail)
+    streamed = json.loads(buf.getvalue())
+    assert _differences(whole, streamed, links_only=True) == []
+    assert len(streamed["calls"]) == 8 and result.waiting_peak <= 4
