@@ -132,9 +132,16 @@ def _parse_log(path: str, source: int, result: SourceResult) -> Iterator[SipMess
             yield msg
 
 
+FRAMER_IDLE_NS = 32_000_000_000
+"""A TCP/TLS stream's framer that is empty (at a message boundary, nothing buffered) and
+not fed for this long is dropped: a new one would frame the stream's next bytes the same
+way, and a capture of many short connections keeps only the recent ones."""
+
+
 def _parse_all(path: str, source: int, result: SourceResult) -> Iterator[SipMessage | Tick]:
     framers: dict[int, StreamFramer] = {}
     transports: dict[int, Transport] = {}
+    fed: dict[int, int] = {}  # stream -> time its framer was last fed, least recent first
     shard = result.shard
     mine = shard.mine if shard is not None else None
     # A worker shard reads every packet too, but only shard 0 counts and reports them.
@@ -154,6 +161,9 @@ def _parse_all(path: str, source: int, result: SourceResult) -> Iterator[SipMess
             if framer is None:
                 framer = framers[dg.stream] = StreamFramer()
                 transports[dg.stream] = dg.transport
+            fed.pop(dg.stream, None)
+            fed[dg.stream] = dg.ts
+            _drop_idle_framers(framers, transports, fed, dg.ts - FRAMER_IDLE_NS)
             for fm in framer.feed(dg):
                 if mine is not None and not mine(fm.data):
                     yield Tick(fm.ts)
@@ -169,6 +179,23 @@ def _parse_all(path: str, source: int, result: SourceResult) -> Iterator[SipMess
         else:
             yield Tick(dg.ts)
     yield from _flush_framers(framers, transports, source, result)
+
+
+def _drop_idle_framers(
+    framers: dict[int, StreamFramer],
+    transports: dict[int, Transport],
+    fed: dict[int, int],
+    horizon: int,
+) -> None:
+    """Forget the empty framers not fed since ``horizon`` (FRAMER_IDLE_NS); one holding part
+    of a message is kept (flushed at the end, its incomplete message reported)."""
+    while fed:
+        stream = next(iter(fed))
+        if fed[stream] >= horizon:
+            return
+        del fed[stream]  # tracked again when it is fed again
+        if framers[stream].empty:
+            del framers[stream], transports[stream]
 
 
 def _flush_framers(

@@ -148,6 +148,11 @@ class StreamFramer:
         self._skip_run = 0  # bytes skipped in the current resync episode
         self._skip_frames: list[int] = []
 
+    @property
+    def empty(self) -> bool:
+        """Nothing buffered and at a message boundary: a new framer would do the same."""
+        return not self._buf and self._sync
+
     # -- input -------------------------------------------------------------------------
 
     def feed(self, dg: Datagram) -> list[FramedMessage]:

@@ -381,3 +381,58 @@ def test_closed_tcp_connections_are_forgotten(tmp_path: Path) -> None:
     cap.close()
     assert sip == n and stats.frames == 4 * n
     assert len(pipe.tracked) < 4096, len(pipe.tracked)  # was 20,000: one per connection
+
+
+def test_idle_tcp_framers_are_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """20,000 short SIP-over-TCP connections over 80 s: the analysis finds every OPTIONS
+    and keeps framers only for connections fed in the last FRAMER_IDLE_NS, not one per
+    connection ever seen (a half message still waiting is kept)."""
+    import struct
+
+    from sipflow.api import Options, analyze
+    from sipflow.engine import local
+    from sipflow.sip.framing import StreamFramer
+
+    syn, fin_ack, psh_ack = 0x02, 0x11, 0x18
+    msg = b"OPTIONS sip:b@example.com SIP/2.0\r\nCall-ID: x%d\r\nContent-Length: 0\r\n\r\n"
+    n = 20_000
+    records = [_tcp_frame(9_999, psh_ack, 1, b"OPTIONS sip:half SIP/2.0\r\nCall-ID: h\r\n")]
+    for i in range(n):
+        port = 10_000 + i % 50_000
+        body = msg % i
+        records += [
+            _tcp_frame(port, syn, 100),
+            _tcp_frame(port, psh_ack, 101, body),
+            _tcp_frame(port, fin_ack, 101 + len(body)),
+            _tcp_frame(port, fin_ack, 500, reply=True),
+        ]
+    path = tmp_path / "many_tcp.pcap"
+    with path.open("wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for k, frame in enumerate(records):
+            sec, usec = 1_000 + k // 1000, (k % 1000) * 1000
+            f.write(struct.pack("<IIII", sec, usec, len(frame), len(frame)))
+            f.write(frame)
+    held: list[int] = []
+    made = StreamFramer.__init__
+
+    def counting(self: StreamFramer, *a: object, **kw: object) -> None:
+        made(self, *a, **kw)  # type: ignore[arg-type]
+        held.append(id(self))
+
+    monkeypatch.setattr(StreamFramer, "__init__", counting)
+    peak = 0
+    drop = local._drop_idle_framers
+
+    def watched(framers: dict[int, StreamFramer], *a: object) -> None:
+        nonlocal peak
+        drop(framers, *a)  # type: ignore[arg-type]
+        peak = max(peak, len(framers))
+
+    monkeypatch.setattr(local, "_drop_idle_framers", watched)
+    trace = analyze([str(path)], Options(keep_messages=False, keep_records=False))
+    # every OPTIONS, and the half message (frame 1), kept to the end and flushed there
+    assert trace.counts_requests == {"OPTIONS": n + 1}
+    assert any(r["frame"] == 1 for f in trace.to_dict()["findings"] for r in f["refs"])
+    assert len(held) == n + 1  # a framer per connection was made ...
+    assert peak < 33 * 1000 // 4 + 10, peak  # ... but only ~32 s of them held at once
