@@ -10,9 +10,10 @@ Public API::
 
 __version__ = "0.1.0"
 
-from sipflow.api import Options, StreamResult, analyze, analyze_stream
+from sipflow.api import Options, analyze, analyze_stream
 from sipflow.engine.progress import ProgressEvent
 from sipflow.engine.stream import StreamOptions
+from sipflow.engine.stream_run import StreamResult
 from sipflow.errors import InputError, ParseError, SipflowError
 from sipflow.findings import Finding, Ref, Severity
 from sipflow.trace import Trace

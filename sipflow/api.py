@@ -21,7 +21,6 @@ from sipflow.correlate.calls import BuilderOutput, CallBuilder, CallRecord
 from sipflow.correlate.facts import LegFacts, facts_of
 from sipflow.correlate.legs import correlate
 from sipflow.engine.local import (
-    REORDER_WINDOW_NS,
     SourceResult,
     reread_media,
     source_messages,
@@ -30,6 +29,7 @@ from sipflow.engine.merge import drop_duplicates, merge_timeline
 from sipflow.engine.progress import ProgressCallback, ProgressTracker
 from sipflow.engine.shard import Tick
 from sipflow.engine.stream import RowSink, StreamOptions
+from sipflow.engine.stream_run import StreamResult
 from sipflow.errors import InputError
 from sipflow.findings import Finding, Severity
 from sipflow.gcpause import paused
@@ -217,43 +217,29 @@ def _trace(results: list[SourceResult], built: Built, **parts: Any) -> Trace:
     )
 
 
-@dataclass
-class StreamResult:
-    """What :func:`analyze_stream` leaves once the rows are written: the document's other
-    parts (``tail``: sources, stats, activity, channel events, TLS sessions) and counts."""
-
-    tail: dict[str, Any]
-    calls: int
-    streams: int
-    unreadable: list[str]
-    sources: int
-    waiting_peak: int
-    """Most finished legs held at once, waiting for legs or media that could join them."""
-
-
-STREAM_CHECK_NS = 5_000_000_000
-"""How often (capture time) idle RTP is released and findings are written out."""
-
-
 def analyze_stream(
     sources: Iterable[str | Path],
     sink: RowSink,
     options: Options | None = None,
     stream: StreamOptions | None = None,
 ) -> StreamResult:
-    """Analyse captures in one process, writing call stories, RTP streams and findings to
-    ``sink`` as they finish (:mod:`sipflow.engine.stream`): memory holds the calls and
-    streams still open, not the whole capture. PBX logs need their channel lines whole:
-    with a log among ``sources`` the whole-capture analysis runs and its rows go to
-    ``sink`` at the end."""
+    """Analyse captures writing call stories, RTP streams and findings to ``sink`` as they
+    finish (:mod:`sipflow.engine.stream`): memory holds the calls and streams still open,
+    not the whole capture. With ``options.jobs`` other than 1 and enough to read, the work
+    is split by Call-ID over processes (:mod:`sipflow.engine.stream_run`). PBX logs need
+    their channel lines whole: with a log among ``sources`` the whole-capture analysis
+    runs and its rows go to ``sink`` at the end."""
+    from sipflow.engine import stream_run
+
     paths = expand_paths(sources)
-    opts = replace(options or Options(), keep_messages=False, keep_records=False, jobs=1)
+    opts = replace(options or Options(), keep_messages=False, keep_records=False)
     with paused():
         from sipflow.engine.local import is_log
 
         if any(is_log(p) for p in paths):
-            return _stream_whole(paths, sink, opts)
-        return _analyze_stream(paths, sink, opts, stream or StreamOptions())
+            return _stream_whole(paths, sink, replace(opts, jobs=1))
+        shards = _shards(paths, opts)
+        return stream_run.run(paths, sink, opts, stream or StreamOptions(), shards)
 
 
 def _stream_whole(paths: list[str], sink: RowSink, opts: Options) -> StreamResult:
@@ -268,65 +254,6 @@ def _stream_whole(paths: list[str], sink: RowSink, opts: Options) -> StreamResul
     )
 
 
-def _analyze_stream(
-    paths: list[str], sink: RowSink, opts: Options, sopts: StreamOptions
-) -> StreamResult:
-    from sipflow.engine.stream import Finalizer
-
-    tracker = ProgressTracker.start(paths, opts.progress)
-    results, per_source = _local_sources(paths, opts)
-    if tracker is not None:
-        per_source = tracker.attach(results, per_source)
-    starts = _starts(results) or [None] * len(results)
-    clocks = [_MediaClock(r, start) for r, start in zip(results, starts, strict=True)]
-    per_source = [c.follow(s) for c, s in zip(clocks, per_source, strict=True)]
-
-    def with_rtp() -> set[int]:
-        return {i for i, r in enumerate(results) if r.rtp.counts["rtp"]}
-
-    def on_duplicate(msg: SipMessage) -> None:
-        results[msg.origin.source if msg.origin else 0].stats.duplicates += 1
-
-    fin = Finalizer(sink, sopts, with_rtp)
-    built = Built(_Counts(), [], ActivitySummary(keep_records=False), [], [])
-    builder = CallBuilder()
-    idle = int(sopts.window_s * 1e9)
-    check: int | None = None
-    for msg in drop_duplicates(merge_timeline(per_source, starts), on_duplicate):
-        if isinstance(msg, Tick):  # not split: no other shard's messages
-            continue
-        built.counts.add(msg)
-        _take(builder.feed(msg), built.calls, built.activity, built.findings, False)
-        if built.calls:
-            fin.add_legs(built.calls)
-            built.calls = []
-        if check is None or msg.ts >= check:
-            check = msg.ts + STREAM_CHECK_NS
-            untils = [c.until for c in clocks]  # RTP fed up to here (a chunk behind SIP)
-            media = None if None in untils else min(t for t in untils if t is not None)
-            if media is not None:
-                for r in results:
-                    fin.add_streams(r.rtp.release(min(media, msg.ts) - idle))
-            _drain_findings(results, built, sink)
-            if fin.due(msg.ts):
-                fin.flush(msg.ts, builder.open_starts(), media)
-    _take(builder.finish(), built.calls, built.activity, built.findings, False)
-    fin.add_legs(built.calls)
-    built.calls = []
-    for r in results:
-        fin.add_streams(r.rtp.finish())
-    fin.flush(None, [])
-    _drain_findings(results, built, sink)
-    sink.findings([f.to_dict() for f in _keylog_findings(results)])
-    if tracker is not None:
-        tracker.finish()
-    tail = _tail(results, built, fin.retransmissions)
-    unreadable = [r.stats.path for r in results if "unreadable" in r.stats.skipped]
-    return StreamResult(
-        tail, fin.calls_out, fin.streams_out, unreadable, len(paths), fin.waiting_peak
-    )
-
-
 def _starts(results: list[SourceResult]) -> list[int | None] | None:
     """First record time of each source, when there are several (merge_timeline opens a
     source when the timeline reaches it)."""
@@ -335,57 +262,6 @@ def _starts(results: list[SourceResult]) -> list[int | None] | None:
     from sipflow.engine.local import first_record_ts
 
     return [first_record_ts(r.stats.path) for r in results]
-
-
-class _MediaClock:
-    """How far one source's RTP has reached its collector: a chunk's media is fed after the
-    chunk's SIP messages (sipflow.ingest.capture), so when chunk k+1 starts, media is
-    complete up to the last packet of chunk k; before its first chunk, up to just before
-    its first record (``start``, when known: a rotated file not opened yet holds nothing
-    earlier); when the source ends, all of it."""
-
-    DONE = 2**63 - 1
-
-    def __init__(self, result: SourceResult, start: int | None = None) -> None:
-        self.until: int | None = None if start is None else start - REORDER_WINDOW_NS
-        self._stats = result.stats
-        self._last: int | None = None
-        self._inner = result.on_chunk
-        result.on_chunk = self._on_chunk
-
-    def _on_chunk(self) -> None:
-        first = self._stats.first_ts  # counted: the first chunk's earliest packet
-        if self._last is not None:
-            self.until = self._last
-        elif first is not None:
-            self.until = first - 1
-        self._last = self._stats.last_ts
-        if self._inner is not None:
-            self._inner()
-
-    def follow(self, stream: Iterator[SipMessage | Tick]) -> Iterator[SipMessage | Tick]:
-        yield from stream
-        self.until = self.DONE
-
-
-def _drain_findings(results: list[SourceResult], built: Built, sink: RowSink) -> None:
-    """Write out and forget the findings raised so far (ingest's, then the calls')."""
-    rows = [f.to_dict() for r in results for f in r.findings]
-    rows += [f.to_dict() for f in built.findings]
-    for r in results:
-        r.findings.clear()
-    built.findings.clear()
-    if rows:
-        sink.findings(rows)
-
-
-def _tail(results: list[SourceResult], built: Built, retransmissions: int) -> dict[str, Any]:
-    """The parts of the JSON document that are not rows (docs/json.md), at the end."""
-    doc = _trace(results, built, call_records=[], finding_list=[]).to_dict()
-    for key in ("calls", "rtp_streams", "findings"):
-        del doc[key]
-    doc["stats"]["retransmissions"] += retransmissions
-    return doc
 
 
 def _local_sources(

@@ -120,7 +120,7 @@ def analyze(
         bool | None,
         typer.Option(
             "--stream/--no-stream",
-            help="Write calls as they finish (json or csv, one process): memory holds only"
+            help="Write calls as they finish (json or csv): memory holds only"
             " the calls still open, whatever the capture's size (docs/scale.md, Streaming)."
             " Default: on for -f json/csv of 1 GiB of captures or more.",
             show_default=False,
@@ -146,7 +146,7 @@ def analyze(
     if stream is None:
         stream = _stream_by_size(files, fmt, html)
     if stream:
-        _analyze_streaming(files, fmt, output, html, tls_keylog, tls_key)
+        _analyze_streaming(files, fmt, output, html, tls_keylog, tls_key, jobs)
         return
     keep = html is not None  # ladders need every message and transaction record
     opts = Options(keep_messages=keep, keep_records=keep, jobs=jobs)
@@ -205,8 +205,10 @@ def _analyze_streaming(
     html: Path | None,
     tls_keylog: list[Path] | None,
     tls_key: list[Path] | None,
+    jobs: int,
 ) -> None:
-    """``analyze --stream``: rows written as calls finish (sipflow.engine.stream)."""
+    """``analyze --stream``: rows written as calls finish (sipflow.engine.stream), split by
+    Call-ID over ``jobs`` processes (0: all cores) when the captures are big enough."""
     from sipflow.api import Options, analyze_stream
     from sipflow.report.progress_view import analysis_progress
     from sipflow.report.stream_out import CsvRows, JsonRows
@@ -214,7 +216,8 @@ def _analyze_streaming(
     if fmt is Format.table or html is not None:
         typer.echo("sipflow: --stream writes -f json or -f csv, without --html", err=True)
         raise typer.Exit(2)
-    opts = _with_tls_keys(Options(keep_messages=False, keep_records=False), tls_keylog, tls_key)
+    opts = Options(keep_messages=False, keep_records=False, jobs=jobs)
+    _with_tls_keys(opts, tls_keylog, tls_key)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
     out = sys.stdout if output is None else output.open("w", encoding="utf-8")
@@ -229,6 +232,9 @@ def _analyze_streaming(
             out.close()
     for path in result.unreadable:
         typer.echo(f"sipflow: could not read {path} (see findings)", err=True)
+    if result.lost_shards:
+        typer.echo("sipflow: a worker process died; its calls are missing (see findings)", err=True)
+        raise typer.Exit(EXIT_PARTIAL)
     if result.unreadable:
         code = EXIT_NOTHING_READ if len(result.unreadable) == result.sources else EXIT_PARTIAL
         raise typer.Exit(code)

@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 
-from sipflow.api import Options, StreamResult, analyze, analyze_stream
+from sipflow.api import Options, analyze, analyze_stream
 from sipflow.engine.stream import StreamOptions
+from sipflow.engine.stream_run import StreamResult
 from sipflow.ingest import pcap
 from sipflow.report.stream_out import JsonRows
 
@@ -34,6 +35,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from peers.sipflow_cli import sipflow_executable  # noqa: E402
 from scaled_capture import scale  # noqa: E402
+from test_shard import REWRITTEN_CALL_ID  # noqa: E402
 
 
 def _whole(path: Path) -> dict[str, Any]:
@@ -172,10 +174,14 @@ def test_streamed_equals_whole_on_the_corpus(shared_dir: Path) -> None:
     assert len(pcaps) > 50
     for p in pcaps:
         whole, (streamed, _r) = _whole(p), _streamed(p)
+        (split, result) = _split_streamed(p)
         assert all(s["srtp"] is None or s["srtp"]["decrypted"] is None
                    for s in streamed["rtp_streams"]), p.name  # fmt: skip
         whole, streamed = _without_srtp(whole), _without_srtp(streamed)
         assert _differences(whole, streamed) == [], p.name
+        if p.name in REWRITTEN_CALL_ID:  # split by Call-ID: the known difference (test_shard)
+            continue
+        assert result.shards == 2 and _differences(whole, _without_srtp(split)) == [], p.name
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -255,3 +261,70 @@ def test_streamed_rotated_files_equal_the_whole_run(
     streamed = json.loads(buf.getvalue())
     assert _differences(whole, streamed, links_only=True) == []
     assert len(streamed["calls"]) == 8 and result.waiting_peak <= 4
+
+
+def _split_streamed(path: Path | list[str], window_s: float = 30.0) -> tuple[dict[str, Any], Any]:
+    paths = [str(p) for p in path] if isinstance(path, list) else [str(path)]
+    buf = io.StringIO()
+    sink = JsonRows(buf)
+    opts = Options(jobs=2, split=True)
+    result = analyze_stream(paths, sink, opts, StreamOptions(window_s=window_s))
+    sink.close(result.tail)
+    doc: dict[str, Any] = json.loads(buf.getvalue())
+    return doc, result
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SAMPLES.glob("*.pcap")))
+def test_split_streamed_equals_whole_on_the_samples(name: str) -> None:
+    """Two processes by Call-ID (engine.stream_run): the same document as the whole run."""
+    whole, (streamed, result) = _whole(SAMPLES / name), _split_streamed(SAMPLES / name)
+    assert result.shards == 2 and result.lost_shards == 0
+    whole, streamed = _without_srtp(whole), _without_srtp(streamed)
+    assert _differences(whole, streamed) == []
+
+
+def test_split_streamed_copies_are_written_as_they_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve copies of the demo mix over two processes, small chunks and window: legs of
+    both shards wait only about a copy, and nothing differs from the whole run."""
+    monkeypatch.setattr(pcap, "CHUNK_RECORDS", 16)
+    path = _copies(tmp_path, "sipp_uac_uas_udp_mixed.pcap", 12)
+    whole = _whole(path)
+    streamed, result = _split_streamed(path, window_s=2.0)
+    assert result.shards == 2 and _differences(whole, streamed) == []
+    assert result.waiting_peak <= 10 < len(whole["calls"])
+
+
+def _dies_after_one_report(paths: list[str], shard: Any, opts: Any, conn: Any) -> None:
+    """A worker shard killed (out of memory, a signal) after its first report."""
+    import os
+
+    from sipflow.engine.stream_run import Report
+
+    conn.send(Report(0, [], [], []))
+    os._exit(9)
+
+
+def test_a_dead_worker_is_reported_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parent writes what it has, names the lost Call-ID range in an error finding,
+    counts it in lost_shards, and the CLI exits 4 (partial)."""
+    from typer.testing import CliRunner
+
+    from sipflow import cli
+    from sipflow.engine import stream_run
+
+    monkeypatch.setattr(stream_run, "_worker", _dies_after_one_report)  # forked: seen there
+    path = SAMPLES / "sipp_uac_uas_udp_mixed.pcap"
+    streamed, result = _split_streamed(path)
+    assert result.lost_shards == 1
+    lost = [f for f in streamed["findings"] if f["code"] == "engine.shard_failed"]
+    assert len(lost) == 1 and lost[0]["severity"] == "error" and "exit 9" in lost[0]["message"]
+    whole = _whole(path)
+    assert 0 < len(streamed["calls"]) < len(whole["calls"])  # shard 0's calls only
+    from sipflow import api
+
+    monkeypatch.setattr(api, "SPLIT_MIN_BYTES", 0)  # the CLI splits by size: this one is small
+    args = ["analyze", str(path), "--stream", "-j", "2", "-f", "json"]
+    res = CliRunner().invoke(cli.app, args, catch_exceptions=False)
+    assert res.exit_code == 4 and "worker process died" in res.stderr
