@@ -500,8 +500,6 @@ def export_audio(
 
     Raises KeyError when no call has that Call-ID.
     """
-    from sipflow.rtp.audio import export_call_audio
-
     paths = expand_paths(sources)
     opts = replace(options or Options(), keep_messages=False, keep_records=False)
     trace = analyze(paths, opts)
@@ -512,5 +510,23 @@ def export_audio(
     for source, path in enumerate(paths):
         streams = [s for s in trace.rtp_stream_list if s.call == index and s.source == source]
         if streams:
-            written += export_call_audio(path, streams, out_dir)
+            written += write_stream_audio(path, streams, out_dir)
     return written
+
+
+def decode_audio(path: str, streams: list[RtpStream]) -> dict[int, Any]:
+    """Decoded G.711 samples (int16 arrays) per ``RtpStream.id`` of ``streams``, read from
+    the capture ``path`` a second time (SRTP decrypted with the keys the SRTP stage found)."""
+    from sipflow.rtp.audio import AudioSink
+
+    sink = AudioSink(streams)
+    reread_media(path, 0, sink)
+    return sink.samples()
+
+
+def write_stream_audio(path: str, streams: list[RtpStream], out_dir: str | Path) -> list[Path]:
+    """One WAV per G.711 stream of ``streams`` (e.g. one call's), named
+    ``<call>-<direction>-<ssrc>.wav``; streams with no G.711 packet are left out."""
+    from sipflow.report.wav import write_streams
+
+    return write_streams(streams, decode_audio(path, streams), out_dir)

@@ -7,16 +7,14 @@ that keeps the payload bytes of the chosen streams only (the audio being exporte
 the rest of the capture), decrypting SRTP streams with the keys the SRTP stage found
 (:mod:`sipflow.rtp.decrypt`). :func:`assemble` places every packet's samples at its RTP
 timestamp offset from the stream's first packet, so a lost packet is silence of its length
-and a duplicate overwrites itself; one table lookup decodes the whole stream.
-:func:`export_call_audio` (the library side of ``sipflow audio FILE --call ID -o DIR``)
-writes one mono 8 kHz WAV per stream/direction.
+and a duplicate overwrites itself; one table lookup decodes the whole stream. Sans-IO:
+the capture is read by :func:`sipflow.api.decode_audio` (the sink fed by a second read) and
+the WAV files written by :mod:`sipflow.report.wav`.
 """
 
 from __future__ import annotations
 
-import wave
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +23,7 @@ from sipflow.rtp.columns import MediaBatch, media_kind, rtp_headers, ts_diff
 from sipflow.rtp.decrypt import StreamDecryptor, pylibsrtp_module, rtp_payload, usable
 from sipflow.rtp.streams import RtpStream
 
-__all__ = ["AudioSink", "assemble", "export_call_audio", "g711_table"]
+__all__ = ["RATE", "AudioSink", "assemble", "g711_table"]
 
 PCMU, PCMA = 0, 8
 RATE = 8000
@@ -108,6 +106,16 @@ class AudioSink:
         if found is not None:
             self._keep(sid, *found)
 
+    def samples(self) -> dict[int, npt.NDArray[np.int16]]:
+        """Decoded samples per stream id, of everything fed so far (:func:`assemble`)."""
+        return {
+            sid: assemble(
+                np.concatenate(p.rts), np.concatenate(p.pt), np.concatenate(p.sizes),
+                b"".join(p.data),
+            )
+            for sid, p in self.got.items()
+        }  # fmt: skip
+
     def _keep(self, sid: int, pt: int, rts: int, data: bytes) -> None:
         p = self.got.setdefault(sid, _Packets())
         p.rts.append(np.array([rts], np.int64))
@@ -138,45 +146,3 @@ def assemble(
         sel = law == code_pt
         out[where[keep][sel]] = table[codes[keep][sel]]
     return out
-
-
-def decode_streams(path: str, streams: list[RtpStream]) -> dict[int, npt.NDArray[np.int16]]:
-    """Samples per stream id, read from the capture ``path``."""
-    from sipflow.ingest.capture import read_capture
-    from sipflow.ingest.types import SourceStats
-
-    sink = AudioSink(streams)
-    for _ in read_capture(path, 0, SourceStats(path), [], sink):
-        pass
-    out = {}
-    for sid, p in sink.got.items():
-        out[sid] = assemble(
-            np.concatenate(p.rts), np.concatenate(p.pt), np.concatenate(p.sizes), b"".join(p.data)
-        )
-    return out
-
-
-def write_wav(path: Path, samples: npt.NDArray[np.int16], rate: int = RATE) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples.astype("<i2").tobytes())
-
-
-def export_call_audio(path: str, streams: list[RtpStream], out_dir: str | Path) -> list[Path]:
-    """One WAV per G.711 stream (e.g. the streams ``map_streams`` gave one call), named
-    ``<call>-<direction>-<ssrc>.wav``; streams with no G.711 packet are left out."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    decoded = decode_streams(path, streams)
-    for st in streams:
-        samples = decoded.get(st.id)
-        if samples is None:
-            continue
-        name = f"{st.call if st.call is not None else 'stream'}-{st.direction or st.id}"
-        target = out / f"{name}-{st.ssrc:08x}.wav"
-        write_wav(target, samples)
-        written.append(target)
-    return written

@@ -12,11 +12,10 @@ import pytest
 from rtp_oracle import PCAPS, read_pcap, write_pcap
 from test_streams import collect
 
-from sipflow.api import analyze
+from sipflow.api import analyze, decode_audio, write_stream_audio
 from sipflow.ingest.capture import read_capture
 from sipflow.ingest.types import SourceStats
 from sipflow.rtp import mos
-from sipflow.rtp.audio import decode_streams, export_call_audio
 from sipflow.rtp.columns import MediaKind, media_kind
 from sipflow.rtp.dtmf import call_digits, rfc4733_digits, sip_info_digits
 from sipflow.rtp.mapping import map_streams, rtp_rows
@@ -70,7 +69,7 @@ def test_sip_info_digits() -> None:
 def test_g711a_export_equals_sox(tmp_path: Path) -> None:
     path = corpus("sipp__g711a.pcap")
     streams, _ = collect(path)
-    (wav,) = export_call_audio(str(path), streams, tmp_path)
+    (wav,) = write_stream_audio(str(path), streams, tmp_path)
     with wave.open(str(wav)) as w:
         ours = np.frombuffer(w.readframes(w.getnframes()), "<i2")
         assert (w.getframerate(), w.getnchannels()) == (8000, 1)
@@ -92,8 +91,8 @@ def test_lost_packet_is_silence(tmp_path: Path) -> None:
     cut = tmp_path / "lost.pcap"
     write_pcap(cut, head, recs)
     streams, _ = collect(cut)
-    whole = decode_streams(str(path), collect(path)[0])[0]
-    samples = decode_streams(str(cut), streams)[0]
+    whole = decode_audio(str(path), collect(path)[0])[0]
+    samples = decode_audio(str(cut), streams)[0]
     assert len(samples) == len(whole)
     assert not samples[5 * 240 : 6 * 240].any()
     assert np.array_equal(samples[: 5 * 240], whole[: 5 * 240])

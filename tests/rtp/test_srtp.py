@@ -16,8 +16,8 @@ import pytest
 from rtp_oracle import PCAPS, TSHARK, tshark_streams
 from srtp_capture import S32, S80, SSRC_A, SSRC_B, key, session, srtp_call
 
-from sipflow.api import Options, analyze
-from sipflow.rtp.audio import decode_streams, export_call_audio, g711_table
+from sipflow.api import Options, analyze, decode_audio, write_stream_audio
+from sipflow.rtp.audio import g711_table
 from sipflow.rtp.decrypt import StreamDecryptor, pylibsrtp_module, rtp_payload
 from sipflow.sdp.srtp import sdes_keys
 
@@ -50,7 +50,7 @@ def test_both_directions_decrypted_with_the_sdp_keys(tmp_path: Path) -> None:
     assert sa.rtcp["rtt_ms"] == {"min": 5.0, "max": 5.0}  # B's report block about A
     assert not [c for c in codes(trace) if c.startswith("srtp.")]
     # the decrypted payload is the original, byte for byte (G.711 decoded by table)
-    samples = decode_streams(str(path), [sa, sb])
+    samples = decode_audio(str(path), [sa, sb])
     for st, side in ((sa, a), (sb, b)):
         want = g711_table(0)[np.frombuffer(b"".join(side.payloads), np.uint8)]
         assert np.array_equal(samples[st.id], want)
@@ -82,7 +82,7 @@ def test_wrong_key_is_an_authentication_failure(tmp_path: Path) -> None:
     assert len(failed[0].refs) == 3 and failed[0].refs[0].frame == sb.first_frame
     assert "srtp.srtcp_auth_failed" in codes(trace)
     # only the stream that decrypted is exported as audio (the other is ciphertext)
-    written = export_call_audio(str(path), [sa, sb], tmp_path / "wav")
+    written = write_stream_audio(str(path), [sa, sb], tmp_path / "wav")
     assert [p.name for p in written] == [f"0-to-answerer-{SSRC_A:08x}.wav"]
 
 

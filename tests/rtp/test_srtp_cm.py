@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from srtp_capture import PROFILE, SSRC_A, SSRC_B, cm_call, key
 
-from sipflow.api import analyze
-from sipflow.rtp.audio import decode_streams, g711_table
+from sipflow.api import analyze, decode_audio
+from sipflow.rtp.audio import g711_table
 from sipflow.rtp.decrypt import StreamDecryptor, tag_length
 from sipflow.rtp.srtp_cm import CmSession, SrtpError, cm_suite, derive, estimate_index, keystream
 from sipflow.sdp.srtp import sdes_keys
@@ -282,7 +282,7 @@ def test_aes_256_and_192_calls_decrypted(tmp_path: Path, suite: str, size: int) 
         assert st.srtp["srtcp"]["authenticated"] == st.srtp["srtcp"]["packets"] == 2
         assert (st.rtcp["sender_reports"], st.rtcp["sender_packets"]) == (2, 100)
     assert not [f.code for f in trace.finding_list if f.code.startswith("srtp.")]
-    samples = decode_streams(str(path), [sa, sb])
+    samples = decode_audio(str(path), [sa, sb])
     for st, side in ((sa, a), (sb, b)):
         want = g711_table(0)[np.frombuffer(b"".join(side.payloads), np.uint8)]
         assert np.array_equal(samples[st.id], want)
