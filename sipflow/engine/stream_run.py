@@ -307,7 +307,8 @@ class _Workers:
     def _lost(self, w: _Worker, sink: RowSink) -> None:
         w.done = True
         self.lost += 1
-        code = w.proc.exitcode if w.proc is not None else None
+        w.proc.join(timeout=5)  # its pipe closed: reap it to read how it ended
+        code = w.proc.exitcode
         text = (
             f"the worker for Call-ID buckets {w.shard.lo}-{w.shard.hi - 1} stopped (exit"
             f" {code}) before its end: the calls of those Call-IDs not yet written are missing"
