@@ -9,7 +9,6 @@ pandas.
 
 from __future__ import annotations
 
-import enum
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,14 +38,6 @@ NS = 1_000_000_000
 def seconds(ts: int | None) -> float | None:
     """Nanoseconds since the epoch as float seconds, rounded to the microsecond."""
     return None if ts is None else round(ts / NS, 6)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    return value
 
 
 @dataclass
@@ -129,16 +120,35 @@ def channel_sequences(
     events: list[ChannelEvent], call_ids: tuple[str, ...]
 ) -> list[dict[str, Any]]:
     """Per channel tied to one of ``call_ids``: its state transitions in time order."""
-    wanted = set(call_ids)
-    keys = {(e.source, e.uuid or e.channel) for e in events if e.call_id in wanted}
-    out: dict[tuple[int, str], dict[str, Any]] = {}
-    for e in events:
-        key = (e.source, e.uuid or e.channel)
-        if key not in keys or e.kind.value not in _STATE_KINDS:
-            continue
-        entry = out.setdefault(key, {"channel": e.channel, "uuid": e.uuid, "states": []})
-        entry["states"].append(f"{e.kind.value}:{e.old or ''}->{e.new or ''}")
-    return list(out.values())
+    return ChannelIndex(events).sequences(call_ids)
+
+
+_ChannelKey = tuple[int, str]
+
+
+class ChannelIndex:
+    """:func:`channel_sequences` for many calls from one pass over the events (a pass per
+    call made the JSON of a PBX log calls x events)."""
+
+    def __init__(self, events: list[ChannelEvent]) -> None:
+        self._by_call: dict[str | None, set[_ChannelKey]] = {}
+        # per channel: (order of its first state event, channel, uuid, state transitions)
+        self._states: dict[_ChannelKey, tuple[int, str, str | None, list[str]]] = {}
+        for n, e in enumerate(events):
+            key = (e.source, e.uuid or e.channel)
+            self._by_call.setdefault(e.call_id, set()).add(key)
+            if e.kind.value not in _STATE_KINDS:
+                continue
+            found = self._states.get(key)
+            if found is None:
+                found = self._states[key] = (n, e.channel, e.uuid, [])
+            found[3].append(f"{e.kind.value}:{e.old or ''}->{e.new or ''}")
+
+    def sequences(self, call_ids: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Per channel tied to one of ``call_ids``, in order of its first state event."""
+        keys = {k for cid in set(call_ids) for k in self._by_call.get(cid, ())}
+        found = sorted(self._states[k] for k in keys if k in self._states)
+        return [{"channel": ch, "uuid": uuid, "states": list(st)} for _, ch, uuid, st in found]
 
 
 def _leg_summary(d: dict[str, Any]) -> dict[str, Any]:
@@ -174,16 +184,31 @@ CALL_FIELDS = (
     "retransmissions",
     "auth_challenges",
 )
-_TIME_FIELDS = frozenset({"start", "answer", "end"})
 
 
 def call_to_dict(call: CallRecord) -> dict[str, Any]:
-    """One call as in docs/json.md ``calls[]``."""
-    out: dict[str, Any] = {}
-    for name in CALL_FIELDS:
-        value = getattr(call, name)
-        out[name] = seconds(value) if name in _TIME_FIELDS else _plain(value)
-    return out
+    """One call as in docs/json.md ``calls[]``: the keys of CALL_FIELDS, in that order
+    (written out rather than looped over: this runs once per call of a capture)."""
+    return {
+        "call_ids": list(call.call_ids),
+        "caller": call.caller,
+        "callee": call.callee,
+        "request_uri": call.request_uri,
+        "start": seconds(call.start),
+        "answer": seconds(call.answer),
+        "end": seconds(call.end),
+        "outcome": call.outcome.value,
+        "final_code": call.final_code,
+        "final_reason": call.final_reason,
+        "setup_ms": call.setup_ms,
+        "pdd_ms": call.pdd_ms,
+        "duration_s": call.duration_s,
+        "ended_by": call.ended_by.value,
+        "hops": list(call.hops),
+        "messages": call.messages,
+        "retransmissions": call.retransmissions,
+        "auth_challenges": call.auth_challenges,
+    }
 
 
 @dataclass
@@ -277,8 +302,9 @@ class Trace:
         """One JSON call per call story: the first leg's view (the caller's), every leg's
         Call-ID in ``call_ids``, message counts over all legs, and ``legs`` with evidence."""
         out = []
+        channels = ChannelIndex(self.channel_event_list)
         for g, members in enumerate(self.groups()):
-            legs = [self._call_dict(i, self.call_records[i]) for i in members]
+            legs = [self._call_dict(i, self.call_records[i], channels) for i in members]
             root = dict(legs[0])  # the first leg's own view, built once
             if self.correlation is not None and self.leg_facts:
                 from sipflow.correlate.legs import group_to_dict
@@ -294,15 +320,13 @@ class Trace:
                 root["messages"] = sum(d["messages"] for d in legs)
                 root["retransmissions"] = sum(d["retransmissions"] for d in legs)
                 root["hops"] = list(dict.fromkeys(h for d in legs for h in d["hops"]))
-                root["channels"] = channel_sequences(
-                    self.channel_event_list, tuple(root["call_ids"])
-                )
+                root["channels"] = channels.sequences(tuple(root["call_ids"]))
             out.append(root)
         return out
 
-    def _call_dict(self, index: int, call: CallRecord) -> dict[str, Any]:
+    def _call_dict(self, index: int, call: CallRecord, channels: ChannelIndex) -> dict[str, Any]:
         out = call_to_dict(call)
-        out["channels"] = channel_sequences(self.channel_event_list, call.call_ids)
+        out["channels"] = channels.sequences(call.call_ids)
         out["media"] = self.call_media[index].to_dict() if self.call_media else None
         out["quality"] = self.call_quality[index] if self.call_quality else None
         return out

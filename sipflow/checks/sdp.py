@@ -147,17 +147,34 @@ def _where(ex: Exchange) -> str:
     return f"{ex.offer_in} -> {ex.answer_in or '-'} on {ex.leg}"
 
 
-def _pairs(ex: Exchange) -> list[tuple[int, MediaSection, MediaSection]]:
+_Pair = tuple[int, MediaSection, MediaSection]
+# (exchange, its pairs, its accepted pairs): the rules of one exchange run back to back and
+# nearly all ask for these, so they are built once per exchange (the exchange is held, so
+# the identity test cannot match a new object at a reused address)
+_last: tuple[Exchange | None, list[_Pair], list[_Pair]] = (None, [], [])
+
+
+def _pairs_of(ex: Exchange) -> tuple[list[_Pair], list[_Pair]]:
+    global _last
+    memo = _last  # one read: another thread may replace it meanwhile
+    if memo[0] is not ex:
+        pairs: list[_Pair] = []
+        if ex.answer is not None:
+            both = zip(ex.offer.media, ex.answer.media, strict=False)
+            pairs = [(i, o, a) for i, (o, a) in enumerate(both)]
+        accepted = [(i, o, a) for i, o, a in pairs if o.m and a.m and a.m.port != 0]
+        memo = _last = (ex, pairs, accepted)
+    return memo[1], memo[2]
+
+
+def _pairs(ex: Exchange) -> list[_Pair]:
     """(index, offered section, answered section) for each m-line both sides have."""
-    if ex.answer is None:
-        return []
-    both = zip(ex.offer.media, ex.answer.media, strict=False)
-    return [(i, o, a) for i, (o, a) in enumerate(both)]
+    return _pairs_of(ex)[0]
 
 
-def _accepted(ex: Exchange) -> list[tuple[int, MediaSection, MediaSection]]:
+def _accepted(ex: Exchange) -> list[_Pair]:
     """The pairs whose answer accepted the stream (port not 0, RFC 3264 §6)."""
-    return [(i, o, a) for i, o, a in _pairs(ex) if o.m and a.m and a.m.port != 0]
+    return _pairs_of(ex)[1]
 
 
 def rule_mline_count(ex: Exchange) -> list[Finding]:
@@ -372,14 +389,14 @@ def rule_dtls_setup(ex: Exchange) -> list[Finding]:
 def rule_dtls_fingerprint(ex: Exchange) -> list[Finding]:
     """sdp.dtls_fingerprint: DTLS without a usable fingerprint, or both ends the same one."""
     out: list[Finding] = []
-    sides = [("offer", ex.offer, refs_of(ex.offer_msgs))]
+    sides = [("offer", ex.offer, ex.offer_msgs)]
     if ex.answer is not None:
-        sides.append(("answer", ex.answer, refs_of(ex.answer_msgs)))
-    for name, sdp, refs in sides:
+        sides.append(("answer", ex.answer, ex.answer_msgs))
+    for name, sdp, msgs in sides:
         for i, sec in enumerate(sdp.media):
             if sec.m is None or sec.m.port == 0 or not is_dtls_proto(sec.m.proto):
                 continue
-            out.extend(_fingerprint_problems(name, sdp, i, refs, ex))
+            out.extend(_fingerprint_problems(name, sdp, i, refs_of(msgs), ex))
     if ex.answer is not None:
         for i, _, _ in _accepted(ex):
             fo = set(ex.offer.fingerprints_of(i))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
@@ -293,10 +294,18 @@ _REQUEST_HEADERS = frozenset(
 _RESPONSE_HEADERS = frozenset({"session-id", "p-charging-vector"})
 
 
+@lru_cache(maxsize=8)
+def _id_names(id_headers: tuple[str, ...]) -> tuple[dict[str, str], frozenset[str]]:
+    """(canonical name -> label, every request header wanted); the same for every call of
+    a run, so built once (callers only read the dict)."""
+    names = {canonical(n): n.lower() for n in id_headers}
+    return names, _REQUEST_HEADERS | names.keys()
+
+
 def _headers(invites: list[TransactionRecord], opts: FactsOptions) -> _Headers:
     reqs = _requests(invites)
-    names = {canonical(n): n.lower() for n in opts.id_headers}
-    found = _collect(reqs, _REQUEST_HEADERS | names.keys())
+    names, wanted = _id_names(tuple(opts.id_headers))  # hashable even if given a list
+    found = _collect(reqs, wanted)
     # RFC 7989 §6: the final response carries the remote UUID; provisionals add nothing.
     responses = [
         m for t in invites for m in t.messages if isinstance(m, SipResponse) and m.status >= 200

@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from sipflow.errors import ParseError
 from sipflow.sdp.srtp import (
@@ -63,6 +63,8 @@ STATIC_PT: dict[int, tuple[str, int, int | None]] = {
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")  # RFC 8866 §6.7
 _TYPES = frozenset("vosiuepcbtrzkam")  # RFC 8866 §5 line types (r, k kept for old peers)
+_SESSION_MUST = frozenset("ost")  # RFC 8866 §5: o=, s=, t= in the session part
+_ICE_KEYS = frozenset({"ice-ufrag", "candidate", "ice-lite"})  # what ``Sdp.ice_of`` reads
 
 
 class Direction(enum.Enum):
@@ -75,6 +77,7 @@ class Direction(enum.Enum):
 
 
 _DIRECTION_KEYS = {d.value: d for d in Direction}
+_T = TypeVar("_T")
 
 
 # -- typed values ---------------------------------------------------------------------------
@@ -287,11 +290,13 @@ class Section:
         found = self.by_key.get(key)
         return found[0].value if found else None
 
-    def _parsed(self, key: str) -> list[object]:
+    def _typed(self, key: str, kind: type[_T]) -> tuple[_T, ...]:
+        """The typed values of the ``key`` attributes that parsed; () fast when there is none
+        (these accessors run several times per m-line in the offer/answer rules)."""
         found = self.by_key.get(key)
         if not found:
-            return []
-        return [a.parsed for a in found if a.parsed is not None]
+            return ()
+        return tuple([a.parsed for a in found if isinstance(a.parsed, kind)])
 
     @property
     def connection(self) -> Connection | None:
@@ -311,11 +316,11 @@ class Section:
 
     @property
     def fingerprints(self) -> tuple[Fingerprint, ...]:
-        return tuple(p for p in self._parsed("fingerprint") if isinstance(p, Fingerprint))
+        return self._typed("fingerprint", Fingerprint)
 
     @property
     def setup(self) -> SetupRole | None:
-        found = [p for p in self._parsed("setup") if isinstance(p, SetupRole)]
+        found = self._typed("setup", SetupRole)
         return found[0] if found else None
 
     @property
@@ -347,19 +352,19 @@ class MediaSection(Section):
         return found
 
     def fmtp(self, fmt: int | str) -> str | None:
-        for p in self._parsed("fmtp"):
-            if isinstance(p, Fmtp) and p.fmt == str(fmt):
+        for p in self._typed("fmtp", Fmtp):
+            if p.fmt == str(fmt):
                 return p.params
         return None
 
     @property
     def ptime(self) -> float | None:
-        found = [p for p in self._parsed("ptime") if isinstance(p, float)]
+        found = self._typed("ptime", float)
         return found[0] if found else None
 
     @property
     def maxptime(self) -> float | None:
-        found = [p for p in self._parsed("maxptime") if isinstance(p, float)]
+        found = self._typed("maxptime", float)
         return found[0] if found else None
 
     @property
@@ -368,16 +373,16 @@ class MediaSection(Section):
 
     @property
     def rtcp(self) -> Rtcp | None:
-        found = [p for p in self._parsed("rtcp") if isinstance(p, Rtcp)]
+        found = self._typed("rtcp", Rtcp)
         return found[0] if found else None
 
     @property
     def candidates(self) -> tuple[Candidate, ...]:
-        return tuple(p for p in self._parsed("candidate") if isinstance(p, Candidate))
+        return self._typed("candidate", Candidate)
 
     @property
     def crypto(self) -> tuple[CryptoAttr, ...]:
-        return tuple(p for p in self._parsed("crypto") if isinstance(p, CryptoAttr))
+        return self._typed("crypto", CryptoAttr)
 
     @property
     def mid(self) -> str | None:
@@ -425,7 +430,7 @@ class Sdp:
 
     @property
     def groups(self) -> tuple[Group, ...]:
-        return tuple(p for p in self.session._parsed("group") if isinstance(p, Group))
+        return self.session._typed("group", Group)
 
     # -- media-level values with the session-level fallback --------------------------------
 
@@ -446,6 +451,8 @@ class Sdp:
     def ice_of(self, i: int) -> bool:
         """ICE in use on this m-line: ufrag/pwd (either level) or candidates (RFC 8839)."""
         sec = self.media[i]
+        if _ICE_KEYS.isdisjoint(sec.by_key) and _ICE_KEYS.isdisjoint(self.session.by_key):
+            return False  # no ICE attribute at either level (nearly always): nothing to read
         return bool(
             sec.ice_ufrag or self.session.ice_ufrag or sec.candidates or sec.has("ice-lite")
         ) or self.session.has("ice-lite")
@@ -713,18 +720,25 @@ class _Builder:
         idx, text = (line.index, line.text) if line is not None else (-1, "")
         self.problems.append(SdpProblem(kind, idx, text, detail))
 
-    def add(self, index: int, text: str, eol: str) -> None:
-        kind, value, parsed, attr, problems = _cached_info(text)
-        line = SdpLine(index, text, eol, kind, value, parsed)
-        for pk, detail in problems:
-            self.problems.append(SdpProblem(pk, index, text, detail))
-        self.lines.append(line)
-        if kind == "m":
-            self.sections.append(([], [], parsed if isinstance(parsed, MediaDesc) else None))
-        lines, attrs, _ = self.sections[-1]
-        lines.append(line)
-        if attr is not None:
-            attrs.append(attr)
+    def add_lines(self, texts: list[str], eols: list[str]) -> None:
+        """Every line, in order (one loop, names bound locally: this is most of the parse)."""
+        cache, lines, problems = _LINE_CACHE, self.lines, self.problems
+        sections = self.sections
+        s_lines, s_attrs, _ = sections[-1]
+        for index, text in enumerate(texts):
+            kind, value, parsed, attr, found = cache.get(text) or _cached_info(text)
+            line = _new_line(SdpLine, (index, text, eols[index], kind, value, parsed))
+            for pk, detail in found:
+                problems.append(SdpProblem(pk, index, text, detail))
+            lines.append(line)
+            if kind == "m":
+                s_lines, s_attrs = [], []
+                sections.append(
+                    (s_lines, s_attrs, parsed if isinstance(parsed, MediaDesc) else None)
+                )
+            s_lines.append(line)
+            if attr is not None:
+                s_attrs.append(attr)
 
     def finish(self) -> Sdp:
         self._structure()
@@ -735,15 +749,15 @@ class _Builder:
 
     def _structure(self) -> None:
         """RFC 8866 §5: v= first; o=, s= and t= present (blank trailing lines aside)."""
-        real = [line for line in self.lines if line.type]
-        if not real:
+        first = next((line for line in self.lines if line.type), None)
+        if first is None:
             self.problem(ProblemKind.STRUCTURE, None, "no '<type>=<value>' line at all")
             return
-        if real[0].type != "v":
-            self.problem(ProblemKind.STRUCTURE, real[0], "the first line is not v= (RFC 8866 §5)")
+        if first.type != "v":
+            self.problem(ProblemKind.STRUCTURE, first, "the first line is not v= (RFC 8866 §5)")
         session = {line.type for line in self.sections[0][0]}
-        missing = [t for t in "ost" if t not in session]
-        if missing:
+        if not _SESSION_MUST.issubset(session):
+            missing = [t for t in "ost" if t not in session]
             names = ", ".join(f"{t}=" for t in missing)
             self.problem(ProblemKind.STRUCTURE, None, f"session part lacks {names} (RFC 8866 §5)")
 
@@ -773,16 +787,30 @@ def _format(fmt: str, m: MediaDesc, rtpmaps: dict[int, RtpMap]) -> Format:
 
 
 _EOL = re.compile(r"(\r\n|\n|\r)")
+# SdpLine built straight from a tuple: the NamedTuple __new__ wrapper is a Python call per line
+_new_line = tuple.__new__
+
+
+def _split_lines(text: str) -> tuple[list[str], list[str]]:
+    """Line texts and their endings; the last line's ending is "" (dropped when empty)."""
+    crlf = text.count("\r\n")
+    if crlf == text.count("\r") and crlf in (0, text.count("\n")):  # one kind of ending
+        eol = "\r\n" if crlf else "\n"
+        texts = text.split(eol)
+        eols = [eol] * len(texts)
+    else:
+        parts = _EOL.split(text)  # mixed endings: alternating text, ending, text, ...
+        texts, eols = parts[0::2], parts[1::2]
+        eols.append("")
+    eols[-1] = ""
+    if not texts[-1]:
+        texts.pop()
+    return texts, eols
 
 
 @lru_cache(maxsize=4096)
 def parse_sdp(data: bytes) -> Sdp:
     """Parse an SDP body. Never raises: what does not follow RFC 8866 is in ``problems``."""
-    parts = _EOL.split(data.decode("utf-8", "surrogateescape"))
     b = _Builder()
-    # parts alternate text, line ending, text, ...; the last text has no ending
-    for i in range(0, len(parts) - 1, 2):
-        b.add(i // 2, parts[i], parts[i + 1])
-    if parts[-1]:
-        b.add(len(parts) // 2, parts[-1], "")
+    b.add_lines(*_split_lines(data.decode("utf-8", "surrogateescape")))
     return b.finish()

@@ -52,6 +52,8 @@ def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
 
 def _split_params(text: str) -> list[str]:
     """Split on ';' outside double quotes."""
+    if '"' not in text:
+        return text.split(";")  # nothing quoted (nearly always): the same parts, no char loop
     parts: list[str] = []
     cur: list[str] = []
     quoted = False
@@ -123,6 +125,8 @@ def sdp_body(content_type: str | None, body: bytes, depth: int = 0) -> bytes | N
     """The SDP carried by a body, or None when it carries none. Raises ParseError."""
     if not body:
         return None
+    if content_type == "application/sdp":  # the usual value, as written: nothing to split
+        return body
     mime, _ = media_type(content_type)
     if mime == "application/sdp":
         return body

@@ -97,7 +97,7 @@ class _Message:
     start: str = field(default="", compare=False)
     """The start line exactly as received ("" for messages built in code)."""
 
-    @property
+    @cached_property
     def call_id(self) -> str | None:
         return self.headers.get("call-id")
 
@@ -214,9 +214,11 @@ def _split_head(data: bytes) -> tuple[bytes, bytes, str, bool]:
 
 def _parse_start(line: str, problems: _Problems) -> tuple[str, str, str, bool]:
     """(a, b, c, is_request) for ``Method SP URI SP Version`` or ``Version SP Code SP Reason``."""
-    m = g.request_line.fullmatch(line)
-    if m is not None:
-        return _check_version(m.group(1), m.group(2), m.group(3), True, problems)
+    if not line.startswith("SIP/"):  # a Method is a token, and a token has no "/"
+        m = g.request_line.fullmatch(line)
+        if m is not None:
+            return _check_version(m.group(1), m.group(2), m.group(3), True, problems)
+        return _lenient_request_line(line, problems)
     m = g.status_line.fullmatch(line)
     if m is not None:
         code = m.group(2)
@@ -227,13 +229,11 @@ def _parse_start(line: str, problems: _Problems) -> tuple[str, str, str, bool]:
                 len(m.group(1)) + 1,
             )
         return _check_version(m.group(1), code, m.group(3), False, problems)
-    if line.startswith("SIP/"):
-        raise ParseError(
-            "Status-Line",
-            f"expected 'SIP-Version SP 3DIGIT SP Reason-Phrase' in {line[:80]!r} (RFC 3261 §7.2)",
-            0,
-        )
-    return _lenient_request_line(line, problems)
+    raise ParseError(
+        "Status-Line",
+        f"expected 'SIP-Version SP 3DIGIT SP Reason-Phrase' in {line[:80]!r} (RFC 3261 §7.2)",
+        0,
+    )
 
 
 def _check_version(
@@ -284,6 +284,7 @@ def _lenient_request_line(line: str, problems: _Problems) -> tuple[str, str, str
 _NAMES: dict[str, tuple[str, str] | None] = {}
 # whole header line -> Header (immutable, so shared between messages); bounded
 _LINES: dict[str, Header] = {}
+_LINES_MAX = 2048  # emptied when full: most lines recur within a transaction (Via, From, To)
 
 
 def _name_key(text: str) -> tuple[str, str] | None:
@@ -297,21 +298,43 @@ def _name_key(text: str) -> tuple[str, str] | None:
         return found
 
 
-def _parse_headers(lines: list[str], eol: str, problems: _Problems) -> list[Header]:
-    """Header lines (``lines[1:]``), folded continuations joined with one SP (§7.3.1)."""
+def _parse_headers(lines: list[str], eol: str, problems: _Problems) -> Headers:
+    """Header lines (``lines[1:]``), folded continuations joined with one SP (§7.3.1), and
+    the look-up index built in the same pass (one loop over the lines, not two)."""
     known = _LINES
     out: list[Header] = []
     append = out.append
-    for i in range(1, len(lines)):
-        line = lines[i]
-        cached = known.get(line)
-        if cached is not None:
-            append(cached)
-        elif line[:1] in (" ", "\t") and out:
-            append(_fold(out.pop(), line, eol))
+    index: dict[str, list[Header]] = {}
+    folded = False
+    for line in lines[1:]:
+        h = known.get(line)
+        if h is None:
+            if line[:1] in (" ", "\t") and out:
+                append(_fold(out.pop(), line, eol))
+                folded = True
+                continue
+            h = _new_header(line, problems)
+        append(h)
+        found = index.get(h.canon)
+        if found is None:
+            index[h.canon] = [h]
         else:
-            append(_new_header(line, problems))
-    return out
+            found.append(h)
+    if folded:  # rare: a joined line replaced a header already indexed
+        index = _index_of(out)
+    headers = object.__new__(Headers)
+    headers.__dict__.update(items=tuple(out), _index=index)
+    return headers
+
+
+def _index_of(items: list[Header]) -> dict[str, list[Header]]:
+    index: dict[str, list[Header]] = {}
+    for h in items:
+        index.setdefault(h.canon, []).append(h)
+    return index
+
+
+_new_tuple = tuple.__new__
 
 
 def _new_header(line: str, problems: _Problems) -> Header:
@@ -324,8 +347,10 @@ def _new_header(line: str, problems: _Problems) -> Header:
             "(RFC 3261 §7.3.1, §25.1)",
         )
         return Header("", line, line, "")
-    header = Header(found[0], value.strip(), line, found[1])
-    if len(_LINES) >= _CACHE:
+    # straight from a tuple: a line new to the cache is one per message or so, and the
+    # NamedTuple __new__ is a Python-level call
+    header = _new_tuple(Header, (found[0], value.strip(), line, found[1]))
+    if len(_LINES) >= _LINES_MAX:
         _LINES.clear()
     _LINES[line] = header
     return header
@@ -347,7 +372,7 @@ def parse_message(data: bytes, origin: Origin | None = None) -> SipMessage:
     lines = head.decode("utf-8", "surrogateescape").split(eol)
     problems = _Problems()
     a, b, c, is_request = _parse_start(lines[0], problems)
-    headers = _headers(_parse_headers(lines, eol, problems))
+    headers = _parse_headers(lines, eol, problems)
     if not terminated:
         problems.add(
             ProblemCode.UNTERMINATED,
@@ -375,19 +400,6 @@ def parse_message(data: bytes, origin: Origin | None = None) -> SipMessage:
     _validate(msg, problems)
     msg.__dict__.update(problems=tuple(problems.texts), problem_codes=tuple(problems.codes))
     return msg
-
-
-def _headers(items: list[Header]) -> Headers:
-    """A Headers value with its look-up index built in the same pass."""
-    index: dict[str, list[Header]] = {}
-    for h in items:
-        if h.canon in index:
-            index[h.canon].append(h)
-        else:
-            index[h.canon] = [h]
-    headers = object.__new__(Headers)
-    headers.__dict__.update(items=tuple(items), _index=index)
-    return headers
 
 
 def _check_length(
@@ -437,17 +449,19 @@ def _check_length(
 
 _Found = tuple[tuple[ProblemCode, str], ...]
 _CACHE = 8192
-_PER_CALL = 2048
+_PER_CALL = 512
 """Caches of values new in every call (Call-ID, From/To with tags, Via with branch): they
 hit only within a call, so the calls open at once are what they must hold; larger, they
-only keep finished calls alive (a live soak's RSS grew with them, docs/live.md)."""
+only keep finished calls alive (a live soak's RSS grew with them, docs/live.md; the
+B2BUA's at 50 calls/s grew 3 MB more with 2048 than with 512, docs/b2bua.md; the
+2,500-call load capture hits as often with 512 as with 2048 or 8192)."""
 
 
 def _validate(msg: SipMessage, problems: _Problems) -> None:
     """Check the structured headers and cache their parsed values on ``msg``."""
     headers = msg.headers
     index = headers._index
-    _check_presence(index, msg.is_request, problems)
+    _check_presence(index, len(headers.items), isinstance(msg, SipRequest), problems)
     cache = msg.__dict__
     cseq_h = index.get("cseq")
     cseq, why = _parse_cseq(cseq_h[0].value) if cseq_h else (None, "")
@@ -456,13 +470,15 @@ def _validate(msg: SipMessage, problems: _Problems) -> None:
     cache["cseq"] = cseq
     if isinstance(msg, SipRequest):
         _check_request(msg, cseq, index, problems)
-    for key, attr in (("from", "from_"), ("to", "to")):
+    for key, attr, tag in (("from", "from_", "from_tag"), ("to", "to", "to_tag")):
         found = index.get(key)
         value, why = _name_addr(found[0].value) if found else (None, "")
         if why:
             problems.add(ProblemCode.BAD_ADDRESS, f"{key.capitalize()}: {why}")
         cache[attr] = value
+        cache[tag] = value.tag if value else None
     found = index.get("call-id")
+    cache["call_id"] = found[0].value if found else None
     if found and not _call_id_ok(found[0].value):
         problems.add(
             ProblemCode.BAD_CALL_ID,
@@ -484,6 +500,11 @@ def _collect(
     """Run a cached per-header-line check over every line of one header."""
     if not found:
         return ()
+    if len(found) == 1:  # one header line (nearly always): its cached result as it is
+        parsed, notes = check(found[0].value)
+        for code, text in notes:
+            problems.add(code, text)
+        return parsed
     values: tuple[Any, ...] = ()
     for h in found:
         parsed, notes = check(h.value)
@@ -497,7 +518,9 @@ _REQUEST_MUST = frozenset((*MANDATORY, "max-forwards"))
 _RESPONSE_MUST = frozenset(MANDATORY)
 
 
-def _check_presence(index: dict[str, list[Header]], is_request: bool, problems: _Problems) -> None:
+def _check_presence(
+    index: dict[str, list[Header]], lines: int, is_request: bool, problems: _Problems
+) -> None:
     must = _REQUEST_MUST if is_request else _RESPONSE_MUST
     if not must.issubset(index):
         for key in MANDATORY:
@@ -511,6 +534,8 @@ def _check_presence(index: dict[str, list[Header]], is_request: bool, problems: 
                 ProblemCode.MISSING_MAX_FORWARDS,
                 "missing mandatory header Max-Forwards (RFC 3261 §8.1.1.6)",
             )
+    if len(index) == lines:
+        return  # one line per header name: nothing can be duplicated
     for key in _SINGLE:
         found = index.get(key)
         if found is not None and len(found) > 1:

@@ -272,22 +272,27 @@ class TxKey(NamedTuple):
     rfc2543: bool = False
 
 
+# TxKey built straight from a tuple (one per message): the NamedTuple __new__ is a Python call
+_new_key = tuple.__new__
+
+
 def _match_method(method: str) -> str:
     return "INVITE" if method == "ACK" else method
 
 
 def key_of(msg: SipMessage) -> TxKey | None:
     """The transaction key of a request or a response; None without Via or CSeq."""
-    via = msg.top_via
+    vias = msg.vias
     cseq = msg.cseq
-    if via is None or cseq is None:
+    if not vias or cseq is None:
         return None
+    via = vias[0]
     method = msg.method if isinstance(msg, SipRequest) else cseq.method
     method = _match_method(method.upper())
-    branch = via.branch or ""
+    branch = via.params.get("branch") or ""
     sent_by = _sent_by(via.host, via.port, via.transport)
     if branch.startswith(MAGIC_COOKIE):
-        return TxKey(branch, sent_by, method)
+        return _new_key(TxKey, (branch, sent_by, method, False))
     # RFC 3261 §17.2.3 / §17.1.3: RFC 2543 fallback
     ident = f"{msg.call_id}|{msg.from_tag or ''}|{cseq.seq}|{branch}"
     return TxKey(ident, sent_by, method, rfc2543=True)

@@ -25,6 +25,7 @@ import pytest
 from sipflow.correlate.calls import BuilderOutput, CallBuilder, CallRecord, EndedBy, Outcome
 from sipflow.ingest.types import Endpoint
 from sipflow.sip.message import Origin, SipMessage, parse_message
+from sipflow.trace import CALL_FIELDS, call_to_dict
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 PCAPS = SHARED / "corpus" / "pcaps"
@@ -90,6 +91,19 @@ def test_proxy_call_is_one_call_with_two_hops() -> None:
     assert [d.state.value for d in c.dialogs] == ["terminated"]
     assert sorted(t.method for t in c.transactions) == ["ACK", "BYE", "INVITE", "INVITE"]
     assert codes(out) == []
+
+
+def test_call_json_has_every_call_field_in_order() -> None:
+    """The JSON of the proxied call above: docs/json.md ``calls[]`` keys in CALL_FIELDS
+    order (the CSV columns follow it), enums as their values, tuples as lists, ns times
+    as seconds."""
+    (c,), _ = run_builder(tshark_messages("goffinet__SIP-Call-with-Proxy-Server.pcap"))
+    d = call_to_dict(c)
+    assert list(d) == list(CALL_FIELDS)
+    assert d["outcome"] == "answered" and d["ended_by"] == "callee"
+    assert d["hops"] == list(c.hops) and d["call_ids"] == list(c.call_ids)
+    assert d["start"] == round(c.start / 1e9, 6) and d["end"] == round(c.end / 1e9, 6)
+    assert (d["messages"], d["final_code"], d["final_reason"]) == (11, 200, "OK")
 
 
 @pytest.mark.corpus

@@ -104,6 +104,36 @@ def test_serialise_is_byte_exact(data: bytes) -> None:
     assert serialise(parse_sdp(data)) == data
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"v=0\r\ns=-\r\n",
+        b"v=0\ns=-\n",
+        b"v=0\rs=-\r",
+        b"v=0\r\ns=-\nt=0 0\rm=x\r\n",
+        b"v=0\n\rs=-\r\r\n\n",  # LF CR is two endings, not one
+        b"v=0\r\n\r\ns=-",
+        b"\n",
+        b"\r",
+    ],
+)
+def test_lines_split_on_every_ending_kind(data: bytes) -> None:
+    """Each line's number, text and ending, against a split written out here: one ending
+    is CRLF, or else a lone CR or LF (RFC 8866 §5 asks for CRLF; peers send all three)."""
+    text, want, start, i = data.decode(), [], 0, 0
+    while i < len(text):
+        if text[i] in "\r\n":
+            eol = "\r\n" if text[i : i + 2] == "\r\n" else text[i]
+            want.append((len(want), text[start:i], eol))
+            i += len(eol)
+            start = i
+        else:
+            i += 1
+    if start < len(text):
+        want.append((len(want), text[start:], ""))
+    assert [(ln.index, ln.text, ln.eol) for ln in parse_sdp(data).lines] == want
+
+
 def test_every_truncation_of_a_real_sdp_round_trips() -> None:
     for n in range(len(WEBRTC) + 1):
         s = parse_sdp(WEBRTC[:n])
