@@ -25,7 +25,8 @@ What differs from the whole-capture run (docs/scale.md, "Streaming"): calls come
 the order they were finished, not sorted by start; RTP stream ids are given as streams
 are released; a stream silent for ``window_s`` and then resumed is two streams; legs of
 one story further apart than the window (the late-parent rule's hour, a Call-ID token
-shared hours later) are not tied; SRTP is not decrypted (that reads the capture twice).
+shared hours later) are not tied; SRTP is not decrypted (that reads the capture twice:
+the ``srtp`` stage given marks such streams and says why, ``srtp.not_decrypted``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from sipflow.checks.sdp import CallMedia
     from sipflow.correlate.calls import CallRecord
     from sipflow.correlate.facts import LegFacts
+    from sipflow.rtp.mapping import SrtpStage
     from sipflow.rtp.streams import RtpStream
 
 NS = 1_000_000_000
@@ -86,8 +88,10 @@ class Finalizer:
         sink: RowSink,
         options: StreamOptions | None = None,
         sources_with_rtp: Callable[[], set[int]] | None = None,
+        srtp: SrtpStage | None = None,
     ) -> None:
         self._sink = sink
+        self._srtp = srtp
         self._opts = options or StreamOptions()
         self._corr = CorrelateOptions()
         self._with_rtp = sources_with_rtp or set
@@ -197,7 +201,7 @@ class Finalizer:
         if self._media_seen:  # as the whole-capture run: quality only when there is RTP
             # a leg's number (quality.call, findings) counts every leg written before it
             mapped, quality, found = map_streams(
-                streams, records, media, with_rtp, first=self.legs_out
+                streams, records, media, with_rtp, self._srtp, first=self.legs_out
             )
         part = subset(corr, keep) if corr is not None else None
         trace = Trace(

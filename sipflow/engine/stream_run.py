@@ -105,7 +105,7 @@ def run(
     def on_duplicate(msg: SipMessage) -> None:
         results[msg.origin.source if msg.origin else 0].stats.duplicates += 1
 
-    fin = Finalizer(sink, sopts, with_rtp)
+    fin = Finalizer(sink, sopts, with_rtp, _no_srtp(paths))
     built = api.Built(api._Counts(), [], ActivitySummary(keep_records=False), [], [])
     builder = CallBuilder()
     idle = int(sopts.window_s * 1e9)
@@ -158,6 +158,22 @@ def run(
         shards if workers is not None else 1,
         lost,
     )
+
+
+NO_SECOND_READ = "a streaming run (--stream) reads the capture once; --no-stream decrypts"
+
+
+def _no_srtp(paths: list[str]) -> Any:
+    """The SRTP stage of a streaming run: decryption needs a second read of the capture
+    (sipflow.rtp.decrypt), so SDES-keyed streams are marked not decrypted, with the reason
+    and a ``srtp.not_decrypted`` finding, exactly as when a source cannot be read again."""
+    from sipflow.errors import InputError
+    from sipflow.rtp.decrypt import Srtp
+
+    def refuse(_path: str, _source: int, _sink: Any) -> None:
+        raise InputError(NO_SECOND_READ)
+
+    return Srtp(paths, refuse)
 
 
 class _MediaClock:
