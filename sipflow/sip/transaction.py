@@ -871,6 +871,8 @@ class LiveTransactions(Generic[D]):
         before = tx.state
         event = response_event(status)
         self._event(tx, event, now)
+        if tx.state is _S.COMPLETED or tx.state is _S.ACCEPTED:
+            tx.data = b""  # a final came: the request is never re-sent (§17.1.1.2, §17.1.2.2)
         if before in (_S.COMPLETED, _S.ACCEPTED) and event is not _E.PROVISIONAL:
             out = [Retransmit(key, tx.ack, tx.dst, event)] if tx.ack and status >= 300 else []
             return Verdict.RETRANSMISSION, out
