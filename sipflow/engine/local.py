@@ -78,18 +78,23 @@ def source_messages(path: str, source: int, result: SourceResult) -> Iterator[Si
     return _reorder(_parse_all(path, source, result))
 
 
-def first_record_ts(path: str) -> int | None:
-    """Time of the first record of a pcap/pcapng file (ns), to open rotated files only when
-    the timeline reaches them (:func:`sipflow.engine.merge.merge_timeline`); None for stdin,
-    gzip (reading it means decompressing it), logs and anything unreadable."""
+def _head(path: str, size: int) -> bytes | None:
+    """The first ``size`` bytes of a file; None for stdin or a file that cannot be read."""
     if path == "-":
         return None
     try:
         with open(path, "rb") as f:
-            magic = f.read(4)
+            return f.read(size)
     except OSError:
         return None
-    if magic not in _CAPTURE_MAGIC or magic == b"\x1f\x8b":
+
+
+def first_record_ts(path: str) -> int | None:
+    """Time of the first record of a pcap/pcapng file (ns), to open rotated files only when
+    the timeline reaches them (:func:`sipflow.engine.merge.merge_timeline`); None for stdin,
+    gzip (reading it means decompressing it), logs and anything unreadable."""
+    magic = _head(path, 4)
+    if magic is None or magic not in _CAPTURE_MAGIC or magic == b"\x1f\x8b":
         return None
     from sipflow.ingest.pcap import open_capture
 
@@ -103,13 +108,9 @@ def first_record_ts(path: str) -> int | None:
 
 def is_log(path: str) -> bool:
     """A text log we read (by content); anything else goes to the capture reader."""
-    if path == "-":
-        return False
-    try:
-        with open(path, "rb") as f:
-            head = f.read(65536)
-    except OSError:
-        return False  # the capture reader reports the error
+    head = _head(path, 65536)
+    if head is None:
+        return False  # stdin, or the capture reader reports the error
     if head.startswith(_CAPTURE_MAGIC):
         return False
     from sipflow.ingest.pbxlog import detect  # imported only for non-capture input

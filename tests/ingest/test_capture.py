@@ -344,10 +344,22 @@ def _tcp_frame(sport: int, flags: int, seq: int, data: bytes = b"", reply: bool 
     return b"\x00" * 12 + b"\x08\x00" + ip + tcp
 
 
+def _write_frames(path: Path, records: list[bytes]) -> Path:
+    """A classic Ethernet pcap of ``records``, 1,000 frames a second from t = 1000 s."""
+    import struct
+
+    with path.open("wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for k, frame in enumerate(records):
+            sec, usec = 1_000 + k // 1000, (k % 1000) * 1000
+            f.write(struct.pack("<IIII", sec, usec, len(frame), len(frame)))
+            f.write(frame)
+    return path
+
+
 def test_closed_tcp_connections_are_forgotten(tmp_path: Path) -> None:
     """Many short SIP-over-TCP connections (SYN, OPTIONS, FIN both ways): the pipeline's
     set of followed connections holds the open ones, not every connection ever seen."""
-    import struct
 
     from sipflow.ingest import capture, classify
     from sipflow.ingest.pcap import open_capture
@@ -365,13 +377,7 @@ def test_closed_tcp_connections_are_forgotten(tmp_path: Path) -> None:
             _tcp_frame(port, fin_ack, 101 + len(msg)),
             _tcp_frame(port, fin_ack, 500, reply=True),
         ]
-    path = tmp_path / "many_tcp.pcap"
-    with path.open("wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for k, frame in enumerate(records):
-            sec, usec = 1_000 + k // 1000, (k % 1000) * 1000
-            f.write(struct.pack("<IIII", sec, usec, len(frame), len(frame)))
-            f.write(frame)
+    path = _write_frames(tmp_path / "many_tcp.pcap", records)
     cap = open_capture(str(path), 0)
     findings: list[Finding] = []
     stats = SourceStats(path=str(path))
@@ -387,7 +393,6 @@ def test_idle_tcp_framers_are_dropped(tmp_path: Path, monkeypatch: pytest.Monkey
     """20,000 short SIP-over-TCP connections over 80 s: the analysis finds every OPTIONS
     and keeps framers only for connections fed in the last FRAMER_IDLE_NS, not one per
     connection ever seen (a half message still waiting is kept)."""
-    import struct
 
     from sipflow.api import Options, analyze
     from sipflow.engine import local
@@ -406,13 +411,7 @@ def test_idle_tcp_framers_are_dropped(tmp_path: Path, monkeypatch: pytest.Monkey
             _tcp_frame(port, fin_ack, 101 + len(body)),
             _tcp_frame(port, fin_ack, 500, reply=True),
         ]
-    path = tmp_path / "many_tcp.pcap"
-    with path.open("wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for k, frame in enumerate(records):
-            sec, usec = 1_000 + k // 1000, (k % 1000) * 1000
-            f.write(struct.pack("<IIII", sec, usec, len(frame), len(frame)))
-            f.write(frame)
+    path = _write_frames(tmp_path / "many_tcp.pcap", records)
     held: list[int] = []
     made = StreamFramer.__init__
 
