@@ -279,25 +279,41 @@ def _build(
 ) -> Built:
     """The messages of every source on one timeline, duplicates dropped, built into calls
     (each judged for SDP when released) and non-call activity."""
-
-    def on_duplicate(msg: SipMessage) -> None:
-        src = msg.origin.source if msg.origin else 0
-        results[src].stats.duplicates += 1
-
     built = Built(_Counts(), [], ActivitySummary(keep_records=opts.keep_records), [], [])
     builder = CallBuilder()
-    timeline = merge_timeline(per_source, _starts(results))
-    for msg in drop_duplicates(timeline, on_duplicate):
-        if isinstance(msg, Tick):  # another shard's message: time passes (engine.shard)
-            out = builder.expire(msg.ts)
-            _take(out, built.calls, built.activity, built.findings, opts.keep_records)
-            continue
+    for msg in _timeline(per_source, results):
+        _step(builder, built, msg, opts)
+    _take(builder.finish(), built.calls, built.activity, built.findings, opts.keep_records)
+    return built
+
+
+def _timeline(
+    per_source: Sequence[Iterator[SipMessage | Tick]],
+    results: list[SourceResult],
+    starts: Sequence[int | None] | None = None,
+) -> Iterator[SipMessage | Tick]:
+    """Every source's messages on one timeline (rotated files opened as it reaches them:
+    ``starts``, else read here), duplicate captures dropped and counted on their source."""
+
+    def on_duplicate(msg: SipMessage) -> None:
+        results[msg.origin.source if msg.origin else 0].stats.duplicates += 1
+
+    if starts is None:
+        starts = _starts(results)
+    return drop_duplicates(merge_timeline(per_source, starts), on_duplicate)
+
+
+def _step(builder: CallBuilder, built: Built, msg: SipMessage | Tick, opts: Options) -> None:
+    """One item of the timeline built: a message fed, or (a Tick: another shard's message,
+    engine.shard) time passing; what the builder releases is filed on ``built``."""
+    if isinstance(msg, Tick):
+        out = builder.expire(msg.ts)
+    else:
         built.counts.add(msg)
         if opts.keep_messages:
             built.kept.append(msg)
-        _take(builder.feed(msg), built.calls, built.activity, built.findings, opts.keep_records)
-    _take(builder.finish(), built.calls, built.activity, built.findings, opts.keep_records)
-    return built
+        out = builder.feed(msg)
+    _take(out, built.calls, built.activity, built.findings, opts.keep_records)
 
 
 def build_shard(paths: list[str], shard: Shard, opts: Options) -> tuple[list[SourceResult], Built]:

@@ -85,7 +85,6 @@ def run(
     """Stream the analysis of ``paths`` to ``sink``, split over ``shards`` processes."""
     from sipflow import api
     from sipflow.correlate.calls import CallBuilder
-    from sipflow.engine.merge import drop_duplicates, merge_timeline
     from sipflow.engine.progress import ProgressTracker
     from sipflow.trace import ActivitySummary
 
@@ -102,21 +101,13 @@ def run(
     def with_rtp() -> set[int]:
         return {i for i, r in enumerate(results) if r.rtp.counts["rtp"]}
 
-    def on_duplicate(msg: SipMessage) -> None:
-        results[msg.origin.source if msg.origin else 0].stats.duplicates += 1
-
     fin = Finalizer(sink, sopts, with_rtp, _no_srtp(paths))
     built = api.Built(api._Counts(), [], ActivitySummary(keep_records=False), [], [])
     builder = CallBuilder()
     idle = int(sopts.window_s * 1e9)
     check: int | None = None
-    for msg in drop_duplicates(merge_timeline(per_source, starts), on_duplicate):
-        if isinstance(msg, Tick):  # another shard's message: time passes (engine.shard)
-            out = builder.expire(msg.ts)
-        else:
-            built.counts.add(msg)
-            out = builder.feed(msg)
-        api._take(out, built.calls, built.activity, built.findings, False)
+    for msg in api._timeline(per_source, results, starts):
+        api._step(builder, built, msg, opts)
         if built.calls:
             fin.add_legs(built.calls)
             built.calls = []
@@ -336,27 +327,16 @@ def _worker(paths: list[str], shard: Shard, opts: Options, conn: Connection) -> 
     """A worker shard (in its own process): build its calls, report as it goes."""
     from sipflow import api
     from sipflow.correlate.calls import CallBuilder
-    from sipflow.engine.merge import drop_duplicates, merge_timeline
     from sipflow.gcpause import paused
     from sipflow.trace import ActivitySummary
 
     with paused():
         results, per_source = api._local_sources(paths, opts, shard)
-
-        def on_duplicate(msg: SipMessage) -> None:
-            results[msg.origin.source if msg.origin else 0].stats.duplicates += 1
-
         built = api.Built(api._Counts(), [], ActivitySummary(keep_records=False), [], [])
         builder = CallBuilder()
         check: int | None = None
-        timeline = merge_timeline(per_source, api._starts(results))
-        for msg in drop_duplicates(timeline, on_duplicate):
-            if isinstance(msg, Tick):
-                out = builder.expire(msg.ts)
-            else:
-                built.counts.add(msg)
-                out = builder.feed(msg)
-            api._take(out, built.calls, built.activity, built.findings, False)
+        for msg in api._timeline(per_source, results):
+            api._step(builder, built, msg, opts)
             if check is None or msg.ts >= check:
                 check = msg.ts + STREAM_CHECK_NS
                 conn.send(_report(msg.ts, builder.open_starts(), results, built))
