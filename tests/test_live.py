@@ -428,7 +428,10 @@ def test_not_root_is_a_clear_error(tmp_path: Path) -> None:
     if ROOT:
         if shutil.which("setpriv") is None:
             pytest.skip("setpriv not installed: cannot drop root for this check")
-        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+        # Drop every capability (CAP_NET_RAW among them) but keep the user: another user
+        # may not reach the checkout (a clone in a 0700 mktemp directory).
+        drop = ["--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all"]
+        argv = ["setpriv", *drop, *argv]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd="/")
     assert r.returncode == 2 and "needs root or the CAP_NET_RAW" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
