@@ -28,8 +28,6 @@ from sipflow.engine.local import (
 from sipflow.engine.merge import drop_duplicates, merge_timeline
 from sipflow.engine.progress import ProgressCallback, ProgressTracker
 from sipflow.engine.shard import Tick
-from sipflow.engine.stream import RowSink, StreamOptions
-from sipflow.engine.stream_run import StreamResult
 from sipflow.errors import InputError
 from sipflow.findings import Finding, Severity
 from sipflow.gcpause import paused
@@ -39,6 +37,8 @@ from sipflow.trace import ActivitySummary, Trace
 
 if TYPE_CHECKING:
     from sipflow.engine.shard import Shard
+    from sipflow.engine.stream import RowSink, StreamOptions
+    from sipflow.engine.stream_run import StreamResult
     from sipflow.ingest.pbxlog import ChannelEvent
     from sipflow.ingest.tls import TlsKeys
     from sipflow.rtp.streams import RtpStream
@@ -230,6 +230,7 @@ def analyze_stream(
     their channel lines whole: with a log among ``sources`` the whole-capture analysis
     runs and its rows go to ``sink`` at the end."""
     from sipflow.engine import stream_run
+    from sipflow.engine.stream import StreamOptions
 
     paths = expand_paths(sources)
     opts = replace(options or Options(), keep_messages=False, keep_records=False)
@@ -243,6 +244,8 @@ def analyze_stream(
 
 
 def _stream_whole(paths: list[str], sink: RowSink, opts: Options) -> StreamResult:
+    from sipflow.engine.stream_run import StreamResult
+
     trace = _analyze(paths, opts)
     doc = trace.to_dict()
     sink.calls(doc.pop("calls"))

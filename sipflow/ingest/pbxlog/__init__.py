@@ -9,23 +9,23 @@ a message (``recv ... from tcp/[1.2.3.4]:5060``); the logging host's own address
 from the messages of the same flow (its Via on requests it sends and responses it gets,
 its Contact on responses it sends), else a placeholder named after the PBX.
 :func:`link_channels` ties channels to SIP Call-IDs, recording the rule that did it.
+Importing this package is cheap: the parsers load when a name below is first used (PEP
+562), so a capture-only run does not pay for them (``sipflow.ingest.pbxlog.types``, which
+the correlation imports, is imported alone).
 """
 
 from __future__ import annotations
 
-import re
-from collections import Counter
-from collections.abc import Iterator
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from sipflow.errors import InputError
-from sipflow.findings import Finding, Ref, Severity
-from sipflow.ingest.pbxlog import asterisk, freeswitch, generic, kamailio
-from sipflow.ingest.pbxlog.common import Engine, Spec, host_port, prepare
+# The function, bound over the submodule of the same name (which importing it binds here).
 from sipflow.ingest.pbxlog.detect import detect
-from sipflow.ingest.pbxlog.link import link_channels
-from sipflow.ingest.pbxlog.types import ChannelEvent, EventKind, LogMessage
-from sipflow.ingest.types import Endpoint, SourceStats, Transport
-from sipflow.sip.message import Origin
+
+if TYPE_CHECKING:
+    from sipflow.ingest.pbxlog.link import link_channels
+    from sipflow.ingest.pbxlog.reader import read_log, read_log_bytes
+    from sipflow.ingest.pbxlog.types import ChannelEvent, EventKind, LogMessage
 
 __all__ = [
     "ChannelEvent",
@@ -37,142 +37,20 @@ __all__ = [
     "read_log_bytes",
 ]
 
-_SPECS = {
-    "freeswitch": freeswitch.spec,
-    "asterisk-pjsip": asterisk.pjsip_spec,
-    "asterisk-chansip": asterisk.chansip_spec,
-    "asterisk": asterisk.pjsip_spec,
-    "kamailio": kamailio.kamailio_spec,
-    "ngrep": kamailio.ngrep_spec,
-    "pjsip": generic.pjsip_spec,
-    "avaya-ipo": generic.ipo_spec,
-    "blink": generic.blink_spec,
-    "sip-text": generic.text_spec,
+_WHERE = {
+    "ChannelEvent": "types",
+    "EventKind": "types",
+    "LogMessage": "types",
+    "link_channels": "link",
+    "read_log": "reader",
+    "read_log_bytes": "reader",
 }
 
-# Where the logging host's address shows in a message it sent or got (RFC 3261 §18.2.1:
-# the top Via sent-by of a request is the sender; §20.10 Contact of a response).
-_VIA = re.compile(r"^(?:via|v)[ \t]*:[ \t]*SIP/2\.0/\w+[ \t]+([^;,\s]+)", re.I | re.M)
-_CONTACT = re.compile(
-    r"^(?:contact|m)[ \t]*:[^\r\n]*?sips?:(?:[^@>;\r\n]*@)?(\[[^\]]+\](?::\d+)?|[^;>\s]+)",
-    re.I | re.M,
-)
 
-
-def read_log(
-    path: str, source: int, stats: SourceStats, findings: list[Finding]
-) -> Iterator[LogMessage | ChannelEvent]:
-    """Messages and channel events of one log, in time order (see the module docstring).
-
-    Raises :class:`~sipflow.errors.InputError` (on the first ``next``) when ``path`` cannot
-    be read; damage inside the log becomes Findings appended to ``findings``.
-    """
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise InputError(f"{path}: {e.strerror or e}") from e
-    yield from read_log_bytes(data, source, stats, findings)
-
-
-def read_log_bytes(
-    data: bytes,
-    source: int,
-    stats: SourceStats,
-    findings: list[Finding],
-    fmt: str | None = None,
-) -> Iterator[LogMessage | ChannelEvent]:
-    """:func:`read_log` on bytes already in memory (``fmt`` forces a format)."""
-    fmt = fmt or detect(data[:65536]) or "sip-text"
-    spec: Spec = _SPECS.get(fmt, generic.text_spec)()
-    text = prepare(data)
-    stats.format = fmt
-    stats.frames = text.total_lines
-    stats.bytes = len(data)
-    engine = Engine(text, spec, source, stats, findings)
-    engine.run()
-    _notes(text.html, text.doubled, source, findings)
-    items = _with_local(engine, spec)
-    items.sort(key=lambda t: (t[0], t[1]))
-    if items:
-        stats.first_ts = items[0][0] if stats.first_ts is None else stats.first_ts
-        stats.last_ts = items[-1][0]
-    for _, _, item in items:
-        yield item
-
-
-def _notes(html: bool, doubled: bool, source: int, findings: list[Finding]) -> None:
-    if html:
-        findings.append(
-            Finding(
-                "log.html_escaped",
-                Severity.INFO,
-                "the log was HTML-escaped (&lt; &gt; &amp;); it was unescaped before reading",
-                None,
-                (Ref(source, 1),),
-            )
-        )
-    if doubled:
-        findings.append(
-            Finding(
-                "log.doubled_lines",
-                Severity.INFO,
-                "every line was followed by a blank line (a ticket paste); they were removed",
-                None,
-                (Ref(source, 1),),
-            )
-        )
-
-
-def _learn(msg: LogMessage, send: bool) -> Endpoint | None:
-    """The logging host's own address as the message shows it, or None."""
-    text = msg.data[:4096].decode("utf-8", "replace")
-    request = not text.startswith("SIP/2.0 ")
-    if request == send:
-        m = _VIA.search(text)
-    elif send:
-        m = _CONTACT.search(text)
-    else:
-        return None
-    if m is None:
-        return None
-    tls = msg.origin.transport in (Transport.TLS, Transport.WSS)
-    return host_port(m[1], 5061 if tls else 5060)
-
-
-def _with_local(engine: Engine, spec: Spec) -> list[tuple[int, int, LogMessage | ChannelEvent]]:
-    """Fill the logging host's side of messages whose trace line named only the far end."""
-    flows: dict[tuple[Transport, Endpoint], Counter[Endpoint]] = {}
-    by_transport: dict[Transport, Counter[Endpoint]] = {}
-    msgs = [(x, it) for x, (_, _, it) in enumerate(engine.items) if isinstance(it, LogMessage)]
-    for _, msg in msgs:
-        o = msg.origin
-        remote = o.src if o.dst is None else o.dst if o.src is None else None
-        if remote is None or (o.src is None and o.dst is None):
-            continue
-        local = _learn(msg, send=o.src is None)
-        if local is not None and local != remote:
-            flows.setdefault((o.transport, remote), Counter())[local] += 1
-            by_transport.setdefault(o.transport, Counter())[local] += 1
-    out = list(engine.items)
-    for x, msg in msgs:
-        o = msg.origin
-        if (o.src is None) == (o.dst is None):
-            continue
-        remote = o.src or o.dst
-        assert remote is not None
-        local = _pick(flows.get((o.transport, remote)), by_transport.get(o.transport))
-        if local is None:
-            tls = o.transport in (Transport.TLS, Transport.WSS)
-            local = Endpoint(spec.local_name, 5061 if tls else 5060)
-        src, dst = (remote, local) if o.dst is None else (local, remote)
-        origin = Origin(o.source, o.frames, o.ts, src, dst, o.transport)
-        out[x] = (o.ts, x, LogMessage(msg.data, origin, msg.declared))
-    return out
-
-
-def _pick(*counters: Counter[Endpoint] | None) -> Endpoint | None:
-    for c in counters:
-        if c:
-            return c.most_common(1)[0][0]
-    return None
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
+    globals()[name] = value
+    return value
