@@ -532,7 +532,44 @@ def audio(
 
 
 def main() -> None:
-    app()
+    """The ``sipflow`` console command: the app, then a quick exit.
+
+    The interpreter's own exit frees every object still alive one by one (the analysis,
+    the parser caches): 0.45 s of a 4.7 s ``analyze`` of the load capture. Once the app
+    has returned, the output is written and the files closed, so when no other thread
+    runs, the exit handlers run (temporary files, worker pools, logging) and the process
+    ends without that teardown, with the code the app exited with."""
+    try:
+        app()
+    except SystemExit as e:
+        code = _exit_code(e.code)
+    else:
+        code = 0
+    import threading
+
+    if threading.active_count() > 1:
+        sys.exit(code)  # the interpreter waits for them, as it always did
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (| head): exit as Python does
+            code = code or 120
+    os._exit(code)
+
+
+def _exit_code(code: object) -> int:
+    """What ``sys.exit(code)`` would exit with: None 0, an int itself, anything else
+    printed on stderr and 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":
