@@ -261,6 +261,9 @@ class Engine:
     _date_cache: dict[int, int | None] = field(default_factory=dict)
     unframed: list[int] = field(default_factory=list)
     orphans: list[int] = field(default_factory=list)
+    _scanned: tuple[int, int, int, int] = (-1, -1, -1, 0)
+    """The last dated-line look-up: (from line, down to (exclusive), dated line found or
+    -1, its time)."""
 
     def candidates(self) -> Iterator[int]:
         """Indexes of lines that match ``spec.scan``, ascending (all lines without one)."""
@@ -317,14 +320,34 @@ class Engine:
 
     def ts_at(self, i: int) -> int:
         """Time of line ``i``: its own date, else the nearest dated line above it (not
-        further back than the last message), else the last message's time."""
-        lines, line_ts = self.text.lines, self.spec.line_ts
-        if line_ts is not None:
-            for x in range(i, max(self.last_line, i - 200), -1):
-                ts = line_ts(lines[x])
-                if ts is not None:
-                    return ts
+        further back than the last message nor 200 lines), else the last message's time."""
+        if self.spec.line_ts is not None:
+            found = self._dated_above(i, max(self.last_line, i - 200))
+            if found is not None:
+                return found
         return self.last_ts or 0
+
+    def _dated_above(self, i: int, bound: int) -> int | None:
+        """Time of the nearest dated line in ``(bound, i]``, or None. The lines a previous
+        look-up scanned are not read again (:attr:`_scanned`): undated lines between the
+        events of a channel dump would be read once per event."""
+        lines, line_ts = self.text.lines, self.spec.line_ts
+        assert line_ts is not None
+        top, low, at, ts = self._scanned
+        # (at, top] held no dated line (nor (low, top] when none was found): only the
+        # lines above ``top`` are new
+        reuse = top <= i and (at >= 0 or low <= bound)
+        stop = max(top, bound) if reuse else bound
+        for x in range(i, stop, -1):
+            t = line_ts(lines[x])
+            if t is not None:
+                self._scanned = (i, bound, x, t)
+                return t
+        if reuse and at > bound:
+            self._scanned = (i, bound, at, ts)
+            return ts
+        self._scanned = (i, bound, -1, 0)
+        return None
 
     def unprefixed(self, line: str) -> str:
         if self.spec.strip is not None:
