@@ -69,6 +69,9 @@ class Options:
     """NSS key log files (SSLKEYLOGFILE format) to decrypt SIP over TLS (docs/tls.md)."""
     tls_keys: list[str] = field(default_factory=list)
     """PEM/DER RSA server private keys, for TLS <= 1.2 RSA key exchange."""
+    log_year: int | None = None
+    """The year of PBX log times written without one (syslog ``Jan 22 13:35:21``); None:
+    the year the log file was last modified (docs/logs.md)."""
     progress: ProgressCallback | None = None
     """Called with a :class:`~sipflow.engine.progress.ProgressEvent` per chunk of records
     read (at most every 0.1 s) and per file finished; the last has ``files_done ==
@@ -159,9 +162,15 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
     else:
         per_source: Sequence[Iterator[SipMessage | Tick]]
         if opts.engine != "local" or (opts.jobs != 1 and len(paths) > 1):
-            from sipflow.engine.pool import run_engine
+            from sipflow.engine.pool import Reading, run_engine
 
-            results, per_source = run_engine(paths, opts.engine, opts.jobs, opts.scheduler, tracker)
+            keys = _tls_keys(opts)  # an unusable key file: a usage error, before any work
+            reading = Reading(tuple(opts.tls_keylog), tuple(opts.tls_keys), opts.log_year)
+            results, per_source = run_engine(
+                paths, opts.engine, opts.jobs, opts.scheduler, tracker, reading
+            )
+            for r in results:
+                r.tls_keys = keys
         else:
             results, per_source = _local_sources(paths, opts)
         if tracker is not None:
@@ -272,7 +281,10 @@ def _local_sources(
 ) -> tuple[list[SourceResult], list[Iterator[SipMessage | Tick]]]:
     """Each source's result and time-ordered messages, read in this process."""
     keys = _tls_keys(opts)
-    results = [SourceResult(SourceStats(path=p), tls_keys=keys, shard=shard) for p in paths]
+    results = [
+        SourceResult(SourceStats(path=p), tls_keys=keys, shard=shard, log_year=opts.log_year)
+        for p in paths
+    ]
     pairs = enumerate(zip(paths, results, strict=True))
     return results, [_guarded(p, i, r) for i, (p, r) in pairs]
 

@@ -116,6 +116,17 @@ def analyze(
     ] = None,
     tls_keylog: TlsKeylogOption = None,
     tls_key: TlsKeyOption = None,
+    log_year: Annotated[
+        int | None,
+        typer.Option(
+            "--log-year",
+            min=1971,
+            max=9999,
+            help="Year of PBX log times written without one (syslog 'Jan 22 13:35:21')."
+            " Default: the year the log file was last modified.",
+            show_default=False,
+        ),
+    ] = None,
     stream: Annotated[
         bool | None,
         typer.Option(
@@ -146,10 +157,10 @@ def analyze(
     if stream is None:
         stream = _stream_by_size(files, fmt, html)
     if stream:
-        _analyze_streaming(files, fmt, output, html, tls_keylog, tls_key, jobs)
+        _analyze_streaming(files, fmt, output, html, tls_keylog, tls_key, jobs, log_year)
         return
     keep = html is not None  # ladders need every message and transaction record
-    opts = Options(keep_messages=keep, keep_records=keep, jobs=jobs)
+    opts = Options(keep_messages=keep, keep_records=keep, jobs=jobs, log_year=log_year)
     opts.engine, opts.scheduler = engine.value, scheduler
     _with_tls_keys(opts, tls_keylog, tls_key)
     with analysis_progress() as progress:  # a bar on stderr only when it is a terminal
@@ -206,6 +217,7 @@ def _analyze_streaming(
     tls_keylog: list[Path] | None,
     tls_key: list[Path] | None,
     jobs: int,
+    log_year: int | None,
 ) -> None:
     """``analyze --stream``: rows written as calls finish (sipflow.engine.stream), split by
     Call-ID over ``jobs`` processes (0: all cores) when the captures are big enough."""
@@ -216,7 +228,7 @@ def _analyze_streaming(
     if fmt is Format.table or html is not None:
         typer.echo("sipflow: --stream writes -f json or -f csv, without --html", err=True)
         raise typer.Exit(2)
-    opts = Options(keep_messages=False, keep_records=False, jobs=jobs)
+    opts = Options(keep_messages=False, keep_records=False, jobs=jobs, log_year=log_year)
     _with_tls_keys(opts, tls_keylog, tls_key)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,14 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sipflow.engine.local import SourceResult
-from sipflow.engine.pool import FileOutput, Progress, collect_outputs, failed_output, run_file
+from sipflow.engine.pool import (
+    FileOutput,
+    Progress,
+    Reading,
+    collect_outputs,
+    failed_output,
+    run_file,
+)
 from sipflow.engine.progress import ProgressTracker
 from sipflow.errors import SipflowError
 from sipflow.sip.message import SipMessage
@@ -46,6 +53,7 @@ def run_sources_dask(
     scheduler: str | None,
     progress: bool | None = None,
     tracker: ProgressTracker | None = None,
+    reading: Reading | None = None,
 ) -> tuple[list[SourceResult], list[Iterator[SipMessage]]]:
     """Every file's per-source stage as one task on the cluster at ``scheduler``.
 
@@ -57,7 +65,9 @@ def run_sources_dask(
     client = _client(scheduler)
     meter = Progress.for_stderr(len(paths), False if tracker else progress)
     try:
-        futures = client.map(run_file, list(paths), range(len(paths)), pure=False)
+        futures = client.map(
+            run_file, list(paths), range(len(paths)), reading=reading or Reading(), pure=False
+        )
         index = {f.key: i for i, f in enumerate(futures)}
         outputs: list[FileOutput | None] = [None] * len(paths)
         for fut in as_completed(futures, loop=client.loop):  # type: ignore[no-untyped-call,unused-ignore]

@@ -57,6 +57,9 @@ class SourceResult:
     """Called after each chunk of records is read (progress, :mod:`sipflow.engine.progress`)."""
     shard: Shard | None = None
     """Parse only this shard's messages (:mod:`sipflow.engine.shard`); None: all of them."""
+    log_year: int | None = None
+    """The year of a PBX log's syslog-style times (no year written); None: the year the
+    file was last modified (:func:`sipflow.ingest.pbxlog.read_log`)."""
 
 
 # First bytes of the capture formats we read (pcap both resolutions/orders, pcapng, gzip).
@@ -122,7 +125,7 @@ def _parse_log(path: str, source: int, result: SourceResult) -> Iterator[SipMess
     from sipflow.ingest import pbxlog
 
     placeholders: set[str] = set()
-    for item in pbxlog.read_log(path, source, result.stats, result.findings):
+    for item in pbxlog.read_log(path, source, result.stats, result.findings, result.log_year):
         if isinstance(item, pbxlog.ChannelEvent):
             result.channel_events.append(item)
             continue

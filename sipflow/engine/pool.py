@@ -37,6 +37,8 @@ from sipflow.engine.local import SourceResult
 from sipflow.engine.progress import ProgressTracker
 from sipflow.engine.shard import Tick
 from sipflow.findings import Finding, Severity
+from sipflow.ingest.tls import TlsKeys, TlsStats
+from sipflow.ingest.tls_facts import TlsSessionFacts
 from sipflow.ingest.types import Endpoint, SourceStats, Transport
 from sipflow.rtp.streams import RtpCollector, RtpStream
 from sipflow.sip.message import Origin, SipMessage, parse_message
@@ -195,12 +197,46 @@ class FinishedRtp(RtpCollector):
         return list(self._events[stream_id])
 
 
-def run_file(path: str, source: int, transfer: str = TRANSFER) -> FileOutput:
+class FinishedTls(TlsStats):
+    """A source's TLS facts settled in the worker: its sessions' facts without the live
+    decoders, which hold the keys (a loaded RSA key does not pickle)."""
+
+    def __init__(self, done: TlsStats) -> None:
+        super().__init__()
+        self.skipped = done.skipped
+        self._sessions = done.tls_sessions
+
+    @property
+    def tls_sessions(self) -> list[TlsSessionFacts]:
+        return list(self._sessions)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How every source is read, the same in every worker: the TLS key files (docs/tls.md:
+    loaded in each worker, a loaded RSA key does not pickle) and the year of a log's
+    syslog-style times."""
+
+    tls_keylog: tuple[str, ...] = ()
+    tls_keys: tuple[str, ...] = ()
+    log_year: int | None = None
+
+    def keys(self) -> TlsKeys | None:
+        if not self.tls_keylog and not self.tls_keys:
+            return None
+        return TlsKeys.load(list(self.tls_keylog), list(self.tls_keys))
+
+
+def run_file(
+    path: str, source: int, transfer: str = TRANSFER, reading: Reading | None = None
+) -> FileOutput:
     """The per-source stage, run to the end of one file (in a worker process or task)."""
     from sipflow.api import _guarded  # the in-process loop's error handling, shared
 
     started = time.process_time()
-    result = SourceResult(SourceStats(path=path))  # no shard: every message, no Tick
+    how = reading or Reading()
+    # no shard: every message, no Tick
+    result = SourceResult(SourceStats(path=path), tls_keys=how.keys(), log_year=how.log_year)
     stream = (m for m in _guarded(path, source, result) if not isinstance(m, Tick))
     sent: list[SipMessage] | PickledChunks | PackedMessages
     if transfer == "chunks":
@@ -209,6 +245,8 @@ def run_file(path: str, source: int, transfer: str = TRANSFER) -> FileOutput:
         messages = list(stream)
         sent = pack_messages(source, messages) if transfer == "raw" else messages
     result.rtp = FinishedRtp(result.rtp)
+    result.tls = FinishedTls(result.tls)
+    result.tls_keys = None  # the caller has them (and they do not pickle)
     return FileOutput(source, sent, result, time.process_time() - started)
 
 
@@ -224,14 +262,15 @@ def run_engine(
     jobs: int,
     scheduler: str | None,
     tracker: ProgressTracker | None = None,
+    reading: Reading | None = None,
 ) -> tuple[list[SourceResult], list[Iterator[SipMessage]]]:
     """The per-file stage on ``engine``: ``local`` (a process pool) or ``dask``."""
     if engine == "local":
-        return run_sources(paths, jobs, tracker=tracker)
+        return run_sources(paths, jobs, tracker=tracker, reading=reading)
     if engine == "dask":
         from sipflow.engine.dask_engine import run_sources_dask
 
-        return run_sources_dask(paths, scheduler, tracker=tracker)
+        return run_sources_dask(paths, scheduler, tracker=tracker, reading=reading)
     raise ValueError(f"unknown engine {engine!r} (local or dask)")
 
 
@@ -241,6 +280,7 @@ def run_sources(
     progress: bool | None = None,
     transfer: str | None = None,
     tracker: ProgressTracker | None = None,
+    reading: Reading | None = None,
 ) -> tuple[list[SourceResult], list[Iterator[SipMessage]]]:
     """Every file's per-source stage on ``jobs`` worker processes (0: all cores).
 
@@ -253,7 +293,7 @@ def run_sources(
     meter = Progress.for_stderr(len(paths), False if tracker else progress)
     with ProcessPoolExecutor(max_workers=workers) as pool:
         how = transfer or TRANSFER
-        futures = [pool.submit(run_file, p, i, how) for i, p in enumerate(paths)]
+        futures = [pool.submit(run_file, p, i, how, reading) for i, p in enumerate(paths)]
         for fut in futures:
             fut.add_done_callback(lambda f: meter.done(_frames(f)))
             if tracker is not None:  # Options.progress: a file's packets when its worker ends

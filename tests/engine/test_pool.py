@@ -185,3 +185,24 @@ def test_the_local_engines_do_not_import_dask(rotated: list[str]) -> None:
 def test_unknown_engine_is_refused(rotated: list[str]) -> None:
     with pytest.raises(ValueError, match="unknown engine"):
         analyze(rotated, Options(engine="spark"))
+
+
+def test_tls_keys_reach_the_workers(tmp_path: Path) -> None:
+    """Several files on several processes decrypt with the keys given, as one process does
+    (the key files are loaded in each worker: a loaded RSA key does not pickle; before,
+    every file of such a run failed in its worker)."""
+    pcaps = REPO.parent / "shared" / "corpus" / "pcaps"
+    capture = pcaps / "voipshark__SIP-over-TLS-RTP-Normal_Call_two_parties.pcap"
+    if not capture.exists():
+        pytest.skip(f"{capture} is absent (shared corpus not available)")
+    second = tmp_path / "rotated"
+    files = [str(capture), *rotate(SAMPLE, second, 20)]  # a TLS file and plain UDP ones
+    key = str(pcaps / "voipshark__default.key")
+    docs = [
+        comparable(analyze(files, Options(jobs=jobs, tls_keys=[key], split=False)))
+        for jobs in (1, 2)
+    ]
+    assert docs[0] == docs[1]
+    assert docs[1]["stats"]["transports"]["TLS"] == 48
+    assert not [f for f in docs[1]["findings"] if f["code"] == "engine.worker_failed"]
+    assert all(s["decrypted"] for s in docs[1]["tls_sessions"] if s["carries_sip"])

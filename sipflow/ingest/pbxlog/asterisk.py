@@ -106,14 +106,14 @@ def line_ts(line: str) -> int | None:
     if line.startswith('{"'):
         at = line.find('"timestamp":"')
         stamp = line[at + 13 : at + 40] if at >= 0 else ""
-        return iso_ts(stamp) if stamp[:1].isdigit() else syslog_ts(stamp, 1970) if stamp else None
+        return iso_ts(stamp) if stamp[:1].isdigit() else syslog_ts(stamp) if stamp else None
     if not line.startswith("["):
         return None
     end = line.find("]")
     if end < 0:
         return None
     stamp = line[1:end]
-    return iso_ts(stamp) if stamp[:1].isdigit() else syslog_ts(stamp, 1970)
+    return iso_ts(stamp) if stamp[:1].isdigit() else syslog_ts(stamp)
 
 
 def event(line: str, number: int) -> ChannelEvent | None:

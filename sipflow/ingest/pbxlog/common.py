@@ -28,6 +28,8 @@ import datetime as _dt
 import itertools
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 
 from sipflow.findings import Finding, Ref, Severity
@@ -51,8 +53,8 @@ TRANSPORTS = {t.value: t for t in Transport}
 _ISO = re.compile(r"(\d{4})[-/](\d\d)[-/](\d\d)[ T](\d\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?")
 _SYSLOG = re.compile(r"\b([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?")
 _TIME = re.compile(r"(\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?")
-_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_MONTHS = {m: i for i, m in enumerate(_MONTH_NAMES, 1)}
+MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTHS = {m: i for i, m in enumerate(MONTH_NAMES, 1)}
 _EPOCH_DAY = _dt.date(1970, 1, 1).toordinal()
 NS = 1_000_000_000
 DAY_NS = 86_400 * NS
@@ -82,14 +84,49 @@ def iso_ts(text: str) -> int | None:
     return base + secs * NS + _frac_ns(m[7])
 
 
-def syslog_ts(text: str, year: int) -> int | None:
-    """A syslog ``Mon dd HH:MM:SS`` time (no year in the log: ``year`` is used), or None."""
+@dataclass(slots=True)
+class YearRef:
+    """The year a log's syslog-style times (``Jan 22 13:35:21``: no year) are read in:
+    ``year`` for months up to ``month``, the year before for later ones (a log last
+    written in January holds the December before). ``why`` names where the year came
+    from; ``used`` counts the times read with it (a finding says so when any were)."""
+
+    year: int
+    month: int = 12
+    why: str = "no date known for the log"
+    used: int = 0
+
+    def year_of(self, month: int) -> int:
+        return self.year - 1 if month > self.month else self.year
+
+
+_YEAR: ContextVar[YearRef | None] = ContextVar("sipflow_log_year", default=None)
+"""The YearRef of the log being read (set by :func:`read_year`): the format's line
+parsers, which see one line at a time, read syslog times with it (1970 outside)."""
+
+
+@contextmanager
+def read_year(ref: YearRef) -> Iterator[YearRef]:
+    """Syslog-style times read inside the block use ``ref``."""
+    token = _YEAR.set(ref)
+    try:
+        yield ref
+    finally:
+        _YEAR.reset(token)
+
+
+def syslog_ts(text: str) -> int | None:
+    """A syslog ``Mon dd HH:MM:SS`` time in the year of the log being read (:class:`YearRef`),
+    or None."""
     m = _SYSLOG.search(text)
     if not m or m[1] not in _MONTHS:
         return None
-    base = day_ns(year, _MONTHS[m[1]], int(m[2]))
+    ref, month = _YEAR.get(), _MONTHS[m[1]]
+    base = day_ns(ref.year_of(month) if ref else 1970, month, int(m[2]))
     if base is None:
         return None
+    if ref is not None:
+        ref.used += 1
     return base + (int(m[3]) * 3600 + int(m[4]) * 60 + int(m[5])) * NS + _frac_ns(m[6])
 
 

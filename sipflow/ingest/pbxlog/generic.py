@@ -63,7 +63,7 @@ def pjsip_ts(line: str) -> int | None:
         return iso_ts(line[:19])
     start = line.find(">")
     if line.startswith("<") and start > 0:
-        return syslog_ts(line[start + 1 : start + 17], 1970)
+        return syslog_ts(line[start + 1 : start + 17])
     return None
 
 

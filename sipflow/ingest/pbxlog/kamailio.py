@@ -107,7 +107,7 @@ def xlog_header(line: str) -> Head | None:
     if not prefix.endswith((": ", ":", " ", "\t")):
         return None
     base, _ = _prefix_addresses(prefix)
-    ts = iso_ts(prefix) or syslog_ts(prefix, 1970)
+    ts = iso_ts(prefix) or syslog_ts(prefix)
     return Head(transport=base.transport, src=base.src, dst=base.dst, ts=ts, inline=line[off:])
 
 
@@ -115,7 +115,7 @@ def line_ts(line: str) -> int | None:
     if line[:1].isdigit() and line[4:5] == "-":
         return iso_ts(line[:32])
     if line[:3].isalpha() and line[3:4] == " ":
-        return syslog_ts(line[:16], 1970)
+        return syslog_ts(line[:16])
     return None
 
 

@@ -3,6 +3,8 @@ address learnt from its messages (see the package docstring, :mod:`sipflow.inges
 
 from __future__ import annotations
 
+import datetime as _dt
+import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -10,7 +12,15 @@ from collections.abc import Iterator
 from sipflow.errors import InputError
 from sipflow.findings import Finding, Ref, Severity
 from sipflow.ingest.pbxlog import asterisk, freeswitch, generic, kamailio
-from sipflow.ingest.pbxlog.common import Engine, Spec, host_port, prepare
+from sipflow.ingest.pbxlog.common import (
+    MONTH_NAMES,
+    Engine,
+    Spec,
+    YearRef,
+    host_port,
+    prepare,
+    read_year,
+)
 from sipflow.ingest.pbxlog.detect import detect
 from sipflow.ingest.pbxlog.types import ChannelEvent, LogMessage
 from sipflow.ingest.types import Endpoint, SourceStats, Transport
@@ -38,10 +48,19 @@ _CONTACT = re.compile(
 )
 
 
+SET_BY_OPTION = "set with --log-year"
+
+
 def read_log(
-    path: str, source: int, stats: SourceStats, findings: list[Finding]
+    path: str,
+    source: int,
+    stats: SourceStats,
+    findings: list[Finding],
+    year: int | None = None,
 ) -> Iterator[LogMessage | ChannelEvent]:
     """Messages and channel events of one log, in time order (see the module docstring).
+    Syslog-style times (no year) are read in ``year``, else in the year the file was last
+    modified (:func:`year_of_file`).
 
     Raises :class:`~sipflow.errors.InputError` (on the first ``next``) when ``path`` cannot
     be read; damage inside the log becomes Findings appended to ``findings``.
@@ -49,9 +68,19 @@ def read_log(
     try:
         with open(path, "rb") as f:
             data = f.read()
+            mtime = os.fstat(f.fileno()).st_mtime
     except OSError as e:
         raise InputError(f"{path}: {e.strerror or e}") from e
-    yield from read_log_bytes(data, source, stats, findings)
+    ref = YearRef(year, 12, SET_BY_OPTION) if year else year_of_file(mtime)
+    yield from read_log_bytes(data, source, stats, findings, year=ref)
+
+
+def year_of_file(mtime: float) -> YearRef:
+    """A log is written up to when it was last modified: its yearless times are of the
+    twelve months before (the month of ``mtime`` and earlier in its year, later months in
+    the year before)."""
+    day = _dt.datetime.fromtimestamp(mtime, _dt.UTC)
+    return YearRef(day.year, day.month, f"the file was last modified {day:%Y-%m-%d}")
 
 
 def read_log_bytes(
@@ -60,8 +89,10 @@ def read_log_bytes(
     stats: SourceStats,
     findings: list[Finding],
     fmt: str | None = None,
+    year: YearRef | None = None,
 ) -> Iterator[LogMessage | ChannelEvent]:
-    """:func:`read_log` on bytes already in memory (``fmt`` forces a format)."""
+    """:func:`read_log` on bytes already in memory (``fmt`` forces a format; ``year``: the
+    year of syslog-style times, 1970 when not given)."""
     fmt = fmt or detect(data[:65536]) or "sip-text"
     spec: Spec = _SPECS.get(fmt, generic.text_spec)()
     text = prepare(data)
@@ -69,15 +100,28 @@ def read_log_bytes(
     stats.frames = text.total_lines
     stats.bytes = len(data)
     engine = Engine(text, spec, source, stats, findings)
-    engine.run()
+    with read_year(year or YearRef(1970)) as ref:
+        engine.run()
+        items = _with_local(engine, spec)
     _notes(text.html, text.doubled, source, findings)
-    items = _with_local(engine, spec)
+    if ref.used:
+        findings.append(_year_finding(ref, source))
     items.sort(key=lambda t: (t[0], t[1]))
     if items:
         stats.first_ts = items[0][0] if stats.first_ts is None else stats.first_ts
         stats.last_ts = items[-1][0]
     for _, _, item in items:
         yield item
+
+
+def _year_finding(ref: YearRef, source: int) -> Finding:
+    years = f"{ref.year}"
+    if ref.month < 12:
+        years += f", those after {MONTH_NAMES[ref.month - 1]} in {ref.year - 1}"
+    text = f"{ref.used} times in this log have no year (syslog style): read in {years} ({ref.why})"
+    if ref.why != SET_BY_OPTION:
+        text += "; --log-year sets the year"
+    return Finding("log.year_assumed", Severity.INFO, text, None, (Ref(source, 1),))
 
 
 def _notes(html: bool, doubled: bool, source: int, findings: list[Finding]) -> None:

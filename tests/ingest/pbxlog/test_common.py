@@ -9,13 +9,18 @@ real FreeSWITCH debug log whose events are mostly undated.
 
 from __future__ import annotations
 
+import datetime
+import json
+import os
 import random
+import subprocess
 from pathlib import Path
 
 import pytest
+from peers.sipflow_cli import sipflow_executable
 
 from sipflow.findings import Finding
-from sipflow.ingest.pbxlog import ChannelEvent, common, read_log_bytes
+from sipflow.ingest.pbxlog import ChannelEvent, LogMessage, common, read_log, read_log_bytes
 from sipflow.ingest.types import SourceStats
 
 CORPUS_LOGS = Path(__file__).resolve().parents[3] / ".." / "shared" / "corpus" / "logs"
@@ -73,3 +78,56 @@ def test_freeswitch_debug_log_event_times_match_the_plain_scan(
     assert remembered == plain
     events = [e for e in remembered if isinstance(e, ChannelEvent)]
     assert len(events) > 100  # the log is full of them: the look-up was exercised
+
+
+# -- syslog times have no year ------------------------------------------------------------
+
+AVAYA_SYSLOG = CORPUS_LOGS / "avaya_ade_b179_syslog.log"  # "<135>Jan  1 01:05:23 konfsip..."
+
+
+def _year(ts: int) -> int:
+    return datetime.datetime.fromtimestamp(ts / 1e9, datetime.UTC).year
+
+
+def test_syslog_times_are_read_in_the_year_of_the_log() -> None:
+    assert common.syslog_ts("Feb 29 10:00:00") is None  # outside a log: 1970, no Feb 29
+    with common.read_year(common.YearRef(2024, 3)) as ref:
+        leap = common.syslog_ts("Feb 29 10:00:00")
+        december = common.syslog_ts("Dec 31 23:59:59.5")
+    assert leap is not None and december is not None
+    assert datetime.datetime.fromtimestamp(leap / 1e9, datetime.UTC).isoformat() == (
+        "2024-02-29T10:00:00+00:00"
+    )
+    assert _year(december) == 2023  # after March: the year before the file was written
+    assert ref.used == 2
+
+
+@pytest.mark.skipif(not AVAYA_SYSLOG.is_file(), reason=f"{AVAYA_SYSLOG.name} absent (../shared)")
+def test_a_syslog_log_takes_its_year_from_the_file(tmp_path: Path) -> None:
+    """The Avaya B179 syslog has 'Jan  1' lines (clock not yet set) and 'May 27' lines:
+    last modified in March 2024, January is 2024 and May the year before."""
+    log = tmp_path / AVAYA_SYSLOG.name
+    log.write_bytes(AVAYA_SYSLOG.read_bytes())
+    march = datetime.datetime(2024, 3, 15, 12, tzinfo=datetime.UTC).timestamp()
+    os.utime(log, (march, march))
+
+    def read(year: int | None) -> tuple[set[int], list[Finding]]:
+        findings: list[Finding] = []
+        items = list(read_log(str(log), 0, SourceStats(str(log)), findings, year))
+        return {_year(i.origin.ts) for i in items if isinstance(i, LogMessage)}, findings
+
+    years, findings = read(None)
+    assert years == {2023, 2024}
+    (note,) = [f for f in findings if f.code == "log.year_assumed"]
+    assert "2024, those after Mar in 2023" in note.message and "2024-03-15" in note.message
+    years, findings = read(2022)
+    assert years == {2022}
+    (note,) = [f for f in findings if f.code == "log.year_assumed"]
+    assert "--log-year" in note.message and "sets the year" not in note.message
+    cli = subprocess.run(
+        [*sipflow_executable(), "analyze", str(log), "-f", "json", "--log-year", "2021"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    assert _year(int(json.loads(cli.stdout)["stats"]["start"] * 1e9)) == 2021
