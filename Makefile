@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEB_PKGS := tshark sip-tester kamailio tcpdump chromium chromium-driver sox
+DEB_PKGS := tshark sip-tester kamailio kamailio-tls-modules kamailio-websocket-modules tcpdump \
+            chromium chromium-driver sox
 DEMO_PCAP := samples/pcaps/sipp_uac_uas_udp_mixed.pcap
 
 .PHONY: demo test lint typecheck pytest deb venv bench clean
@@ -29,6 +30,8 @@ deb:
 	command -v tshark >/dev/null || missing="$$missing tshark"; \
 	command -v sipp >/dev/null || missing="$$missing sip-tester"; \
 	command -v kamailio >/dev/null || missing="$$missing kamailio"; \
+	ls /usr/lib/*/kamailio/modules/tls.so >/dev/null 2>&1 || missing="$$missing kamailio-tls-modules"; \
+	ls /usr/lib/*/kamailio/modules/websocket.so >/dev/null 2>&1 || missing="$$missing kamailio-websocket-modules"; \
 	command -v tcpdump >/dev/null || missing="$$missing tcpdump"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \

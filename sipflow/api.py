@@ -210,6 +210,9 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
 def _trace(results: list[SourceResult], built: Built, **parts: Any) -> Trace:
     """A Trace of the sources read and what was counted; ``parts``: calls, findings, media."""
     counts = built.counts
+    for r in results:  # decrypted TLS that is not SIP (``tls_not_sip``) is skipped too
+        r.stats.skipped.update(r.tls.skipped)
+        r.tls.skipped.clear()
     return Trace(
         sources=[r.stats for r in results],
         counts_requests=dict(counts.requests),
@@ -382,6 +385,10 @@ def _split(
         if tracker is not None:
             per_source = tracker.attach(results, per_source)
         built = _build(per_source, results, opts)
+        from sipflow.engine.pool import FinishedRtp
+
+        for r in results:  # while the workers end: RTP streams finished here, not after
+            r.rtp = FinishedRtp(r.rtp)
         outputs: list[ShardOutput] = []
         for fut in futures:
             try:

@@ -336,6 +336,7 @@ class _Pipeline:
         self.findings.extend(self.frag.flush())
         self.findings.extend(self.sctp.flush())
         yield from self.tls.route(self.tcp.flush())
+        yield from self.tls.flush()  # WSS: a WebSocket message cut by the end is reported
         self._drain_tcp_findings()
 
     def _drain_tcp_findings(self) -> None:

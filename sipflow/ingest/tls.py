@@ -2,7 +2,11 @@
 
 How this works: :class:`TlsFollower` is the glue the capture reader uses: which TCP
 connections to follow as TLS, their bytes into one :class:`TlsDecoder` each, and
-``Transport.TLS`` Datagrams of cleartext out. The work is done in sibling modules:
+``Transport.TLS`` Datagrams of cleartext out. Each direction's cleartext passes the
+WebSocket :class:`~sipflow.ingest.websocket.UpgradeSniffer` that TCP streams pass: after
+an HTTP upgrade (RFC 6455 §4) each WebSocket message leaves as one ``Transport.WSS``
+Datagram (SIP over secure WebSocket, RFC 7118 §5); other cleartext is unchanged. The work
+is done in sibling modules:
 
 * :mod:`~sipflow.ingest.tls_codes`: wire codes, supported cipher suites, ``NotDecrypted``;
 * :mod:`~sipflow.ingest.tls_handshake`: ClientHello/ServerHello, SNI, ALPN, certificates;
@@ -16,15 +20,23 @@ The public names stay importable from here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
-from sipflow.findings import Finding
+from sipflow.findings import Finding, Ref, Severity
 from sipflow.ingest.tls_codes import MAX_RECORD, NotDecrypted
 from sipflow.ingest.tls_crypto import hkdf_expand_label, prf
 from sipflow.ingest.tls_decoder import Cleartext, TlsDecoder
-from sipflow.ingest.tls_facts import AlertFacts, TlsKeys, TlsSessionFacts, TlsStats
+from sipflow.ingest.tls_facts import (
+    AlertFacts,
+    TlsKeys,
+    TlsSessionFacts,
+    TlsStats,
+    WebSocketFacts,
+)
 from sipflow.ingest.tls_handshake import CertificateFacts
 from sipflow.ingest.types import Datagram, Endpoint, Transport
+from sipflow.ingest.websocket import Piece, UpgradeSniffer
 
 __all__ = [
     "AlertFacts",
@@ -36,6 +48,7 @@ __all__ = [
     "TlsKeys",
     "TlsSessionFacts",
     "TlsStats",
+    "WebSocketFacts",
     "hkdf_expand_label",
     "looks_like_tls",
     "prf",
@@ -54,6 +67,21 @@ def looks_like_tls(payload: bytes) -> bool:
 
 
 _SIP_TLS_PORTS = frozenset({5061})
+# What a sniffer piece becomes once it was under TLS: stream bytes or a WebSocket message.
+_SECURE = {Transport.TCP: Transport.TLS, Transport.WS: Transport.WSS}
+MAX_REFS = 64  # frames kept on one finding
+
+
+@dataclass(slots=True)
+class _Side:
+    """One direction of a followed connection: its cleartext sniffer and Datagram identity."""
+
+    sniffer: UpgradeSniffer
+    dec: TlsDecoder
+    src: Endpoint
+    dst: Endpoint
+    source: int
+    stream: int
 
 
 class TlsFollower:
@@ -61,8 +89,11 @@ class TlsFollower:
 
     A connection is followed when its first payload is a TLS record and keys were given
     (any port) or a port is 5061 or already seen carrying SIP (facts and "why not" only).
-    Cleartext that does not start like SIP marks the session ``carries_sip=False`` and is
-    counted in ``stats.skipped["tls_not_sip"]`` instead of being framed as SIP.
+    Cleartext that starts with a WebSocket upgrade comes out as one ``Transport.WSS``
+    Datagram per message; other cleartext as ``Transport.TLS`` stream bytes. Cleartext (or
+    a first WebSocket message) that does not start like SIP marks the session
+    ``carries_sip=False`` and is counted in ``stats.skipped["tls_not_sip"]`` instead of
+    being framed as SIP. WebSocket damage gives ``ingest.websocket`` findings, as on TCP.
     """
 
     def __init__(
@@ -78,6 +109,7 @@ class TlsFollower:
         self.stats = stats if stats is not None else TlsStats()
         self.source, self.findings = source, findings
         self.conns: dict[tuple[Endpoint, Endpoint], TlsDecoder] = {}
+        self.sides: dict[tuple[Endpoint, Endpoint], _Side] = {}
         self._is_sip = is_sip
 
     def wants(self, payload: bytes, sport: int, dport: int, sip_ports: set[int]) -> bool:
@@ -94,10 +126,17 @@ class TlsFollower:
         self.stats.decoders.append(dec)
 
     def route(self, dgs: Iterable[Datagram]) -> Iterable[Datagram]:
-        """TCP Datagrams in; those of TLS connections come out as TLS cleartext."""
+        """TCP Datagrams in; those of TLS connections come out as TLS / WSS cleartext."""
         if not self.conns:
             return dgs
         return self._route(dgs)
+
+    def flush(self) -> Iterator[Datagram]:
+        """End of input: bytes a sniffer still holds (an unfinished HTTP header block) go
+        out as TLS cleartext; a WebSocket message cut by the end is reported."""
+        for side in self.sides.values():
+            yield from self._pieces(side, side.sniffer.flush())
+            self._problems(side)
 
     def _route(self, dgs: Iterable[Datagram]) -> Iterable[Datagram]:
         for dg in dgs:
@@ -107,13 +146,41 @@ class TlsFollower:
                 yield dg
                 continue
             for c in dec.feed(dg.src, dg.payload, dg.frames, dg.ts, dg.gap):
-                if self._sip(dec, c.data):
-                    yield Datagram(dg.src, dg.dst, Transport.TLS, c.data, c.frames, c.ts,
-                                   dg.source, dg.stream)  # fmt: skip
-                else:
-                    self.stats.skipped["tls_not_sip"] += 1
+                yield from self._cleartext(self._side(dec, dg), c)
+
+    def _side(self, dec: TlsDecoder, dg: Datagram) -> _Side:
+        side = self.sides.get((dg.src, dg.dst))
+        if side is None or side.dec is not dec:
+            side = _Side(UpgradeSniffer(), dec, dg.src, dg.dst, dg.source, dg.stream)
+            self.sides[dg.src, dg.dst] = side
+            dec.sniffers.append(side.sniffer)
+        return side
+
+    def _cleartext(self, side: _Side, c: Cleartext) -> Iterator[Datagram]:
+        if side.sniffer.plain:  # fast path: SIP over TLS (or anything but a WS upgrade)
+            yield from self._pieces(side, (Piece(Transport.TCP, c.data, c.frames, c.ts),))
+            return
+        yield from self._pieces(side, side.sniffer.feed_frames(c.data, c.frames, c.ts))
+        self._problems(side)
+
+    def _pieces(self, side: _Side, pieces: Iterable[Piece]) -> Iterator[Datagram]:
+        for p in pieces:
+            if self._sip(side.dec, p.payload):
+                yield Datagram(side.src, side.dst, _SECURE[p.transport], p.payload, p.frames,
+                               p.ts, side.source, side.stream)  # fmt: skip
+            else:
+                self.stats.skipped["tls_not_sip"] += 1
 
     def _sip(self, dec: TlsDecoder, data: bytes) -> bool:
         if dec.carries_sip is None:
             dec.carries_sip = self._is_sip(data) if self._is_sip is not None else True
         return dec.carries_sip
+
+    def _problems(self, side: _Side) -> None:
+        """RFC 6455 damage found by the sniffer: ``ingest.websocket`` findings, as on TCP."""
+        for frames, text in side.sniffer.take_problems():
+            refs = tuple(Ref(side.source, f) for f in sorted(set(frames))[:MAX_REFS])
+            msg = f"{text} (TLS {side.src} -> {side.dst})"
+            self.findings.append(
+                Finding("ingest.websocket", Severity.WARNING, msg, "RFC 6455 §5", refs)
+            )

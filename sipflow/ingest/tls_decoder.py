@@ -15,7 +15,9 @@ records, and reads ClientHello (SNI, ALPN), ServerHello (version, suite), Certif
   HKDF-Expand-Label (RFC 8446 §7.1, §7.3), KeyUpdate followed (§4.6.3).
 
 A connection that cannot be decrypted says why (:class:`NotDecrypted`) and its bytes are
-counted, never guessed at.
+counted, never guessed at. The follower (:mod:`sipflow.ingest.tls`) passes each direction's
+cleartext through a WebSocket :class:`~sipflow.ingest.websocket.UpgradeSniffer` kept in
+``sniffers``; :meth:`TlsDecoder.facts` reports their counts when the session is WSS.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from sipflow.ingest.tls_crypto import (
     tls12_keys,
     tls13_keys,
 )
-from sipflow.ingest.tls_facts import AlertFacts, TlsKeys, TlsSessionFacts
+from sipflow.ingest.tls_facts import AlertFacts, TlsKeys, TlsSessionFacts, WebSocketFacts
 from sipflow.ingest.tls_handshake import (
     CertificateFacts,
     Hello,
@@ -63,6 +65,7 @@ from sipflow.ingest.tls_handshake import (
     read_extensions,
 )
 from sipflow.ingest.types import Endpoint
+from sipflow.ingest.websocket import UpgradeSniffer
 
 
 @dataclass(slots=True)
@@ -136,6 +139,7 @@ class TlsDecoder:
         self.decrypted_records = 0
         self.first_frame = 0
         self.carries_sip: bool | None = None
+        self.sniffers: list[UpgradeSniffer] = []  # cleartext directions (set by the follower)
 
     # -- public -------------------------------------------------------------------------
 
@@ -169,8 +173,21 @@ class TlsDecoder:
             (f"0x{self.suite_code:04X}" if self.suite_code is not None else None),
             self.sni, self.alpn_offered, self.alpn, self.cert, self.resumed, decrypted,
             reason.value if reason else None, self.detail, tuple(self.alerts), self.records,
-            self.cleartext_bytes, self.carries_sip,
+            self.cleartext_bytes, self.carries_sip, self._websocket(),
         )  # fmt: skip
+
+    def _websocket(self) -> WebSocketFacts | None:
+        """Counts of the directions that switched to WebSocket (RFC 6455 §4), if any."""
+        ws = [s for s in self.sniffers if s.decoder is not None]
+        if not ws:
+            return None
+        decs = [s.decoder for s in ws if s.decoder is not None]
+        return WebSocketFacts(
+            sum(d.messages for d in decs),
+            sum(d.control_frames for d in decs),
+            sum(s.handshake_bytes for s in ws),
+            sum(d.skipped_bytes for d in decs),
+        )
 
     # -- records --------------------------------------------------------------------------
 

@@ -76,6 +76,28 @@ class AlertFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSocketFacts:
+    """SIP over secure WebSocket (RFC 7118) in a decrypted session: both directions' counts."""
+
+    messages: int
+    """Whole data messages (one SIP message each, RFC 7118 §5)."""
+    control_frames: int
+    """Ping, pong and close frames (RFC 6455 §5.5), skipped."""
+    handshake_bytes: int
+    """HTTP upgrade request and 101 answer (RFC 6455 §4), consumed."""
+    skipped_bytes: int
+    """Bytes of frames or messages dropped (damage, too large, cut at the end)."""
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "messages": self.messages,
+            "control_frames": self.control_frames,
+            "handshake_bytes": self.handshake_bytes,
+            "skipped_bytes": self.skipped_bytes,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class TlsSessionFacts:
     """What is known about one TLS connection (the ``tls_sessions`` JSON items)."""
 
@@ -98,6 +120,8 @@ class TlsSessionFacts:
     records: int
     cleartext_bytes: int
     carries_sip: bool | None
+    websocket: WebSocketFacts | None = None
+    """Set when the cleartext is a WebSocket upgrade and frames (WSS), else None."""
 
     def to_dict(self) -> dict[str, object]:
         c = self.certificate
@@ -127,6 +151,7 @@ class TlsSessionFacts:
             "records": self.records,
             "cleartext_bytes": self.cleartext_bytes,
             "carries_sip": self.carries_sip,
+            "websocket": None if self.websocket is None else self.websocket.to_dict(),
         }  # fmt: skip
 
 

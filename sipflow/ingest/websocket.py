@@ -13,6 +13,10 @@ fragmentation, client masking, 7/16/64-bit lengths, and RFC 7692 permessage-defl
 message per WebSocket message). Control frames (ping, pong, close) are skipped and
 counted. After a TCP gap the frame boundaries are lost: the rest of that direction is
 skipped and counted. Sans-IO: bytes and times in, pieces out.
+
+The same sniffer runs twice: on TCP stream bytes (:mod:`sipflow.ingest.reassembly`, WS)
+and on decrypted TLS application data (:mod:`sipflow.ingest.tls`, WSS), where one TLS
+record may span several frames (:meth:`UpgradeSniffer.feed_frames`).
 """
 
 from __future__ import annotations
@@ -260,7 +264,7 @@ class UpgradeSniffer:
         self.handshake_bytes = 0
         self.problems: list[tuple[tuple[int, ...], str]] = []
         self.decoder: WsDecoder | None = None
-        self._held: list[tuple[bytes, int, int, bool]] = []  # (bytes, frame, ts, gap)
+        self._held: list[tuple[bytes, tuple[int, ...], int, bool]] = []  # (bytes, frames, ts, gap)
         self._held_len = 0
 
     @property
@@ -273,16 +277,32 @@ class UpgradeSniffer:
         return self.mode is _Mode.PLAIN
 
     def feed(self, data: bytes, frame: int, ts: int, gap: bool = False) -> list[Piece]:
+        """The next in-order bytes of the direction, carried by one frame."""
+        return self.feed_frames(data, (frame,), ts, gap)
+
+    def feed_frames(
+        self, data: bytes, frames: tuple[int, ...], ts: int, gap: bool = False
+    ) -> list[Piece]:
+        """The next in-order bytes, carried by ``frames`` (a TLS record spans several)."""
         if self.mode is _Mode.PLAIN:
-            return [Piece(Transport.TCP, data, (frame,), ts, gap)]
+            return [Piece(Transport.TCP, data, frames, ts, gap)]
         if self.mode is _Mode.WS:
             assert self.decoder is not None
             if gap:
-                self.decoder.lose_sync((frame,), "bytes missing from the capture (TCP gap)")
-            return self.decoder.feed(data, (frame,), ts)
-        self._held.append((data, frame, ts, gap))
+                self.decoder.lose_sync(frames, "bytes missing from the capture (TCP gap)")
+            return self.decoder.feed(data, frames, ts)
+        self._held.append((data, frames, ts, gap))
         self._held_len += len(data)
         return self._decide()
+
+    def take_problems(self) -> list[tuple[tuple[int, ...], str]]:
+        """Problems of the handshake and the frames found since the last call (then cleared)."""
+        problems = self.problems
+        if self.decoder is not None and self.decoder.problems:
+            problems = problems + self.decoder.problems
+            self.decoder.problems.clear()
+        self.problems = []
+        return problems
 
     def flush(self) -> list[Piece]:
         """End of stream: held bytes that never formed a handshake go out as TCP."""
@@ -317,16 +337,16 @@ class UpgradeSniffer:
         self.decoder = WsDecoder()
         out: list[Piece] = []
         pos = 0
-        for data, frame, ts, _gap in self._held:  # the bytes after the header block
+        for data, frames, ts, _gap in self._held:  # the bytes after the header block
             start = max(end - pos, 0)
             pos += len(data)
             if start < len(data):
-                out += self.decoder.feed(data[start:], (frame,), ts)
+                out += self.decoder.feed(data[start:], frames, ts)
         self._held, self._held_len = [], 0
         return out
 
     def _release(self) -> list[Piece]:
         self.mode = _Mode.PLAIN
-        out = [Piece(Transport.TCP, d, (f,), t, g) for d, f, t, g in self._held]
+        out = [Piece(Transport.TCP, d, f, t, g) for d, f, t, g in self._held]
         self._held, self._held_len = [], 0
         return out
