@@ -268,8 +268,7 @@ def _stored_document(files: list[str], html: Path | None) -> dict[str, Any] | No
 
 def _run_engine(run: Callable[..., _R], files: list[str], opts: Options) -> _R:
     """``run`` with a clear message instead of a traceback when the engine cannot start."""
-    from sipflow.engine.dask_engine import EngineError
-    from sipflow.errors import InputError
+    from sipflow.errors import EngineError, InputError
 
     try:
         return run(files, opts)

@@ -34,3 +34,8 @@ class ParseError(SipflowError):
 
 class InputError(SipflowError):
     """A source that cannot be read at all (missing, unknown format, empty)."""
+
+
+class EngineError(SipflowError):
+    """An engine cannot run: Dask is not installed or no scheduler was given
+    (:mod:`sipflow.engine.dask_engine`)."""

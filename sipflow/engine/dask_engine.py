@@ -30,12 +30,8 @@ from sipflow.engine.pool import (
     run_file,
 )
 from sipflow.engine.progress import ProgressTracker
-from sipflow.errors import SipflowError
+from sipflow.errors import EngineError
 from sipflow.sip.message import SipMessage
-
-
-class EngineError(SipflowError):
-    """The Dask engine cannot run: Dask is not installed or no scheduler was given."""
 
 
 def _client(scheduler: str | None) -> Any:
