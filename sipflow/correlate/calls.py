@@ -8,7 +8,9 @@ A call is one Call-ID attempt by one caller (From tag): the same INVITE seen at 
 hops (more Vias each hop) or forked serially by a proxy stays one call with ``hops``; a
 401/407 challenge followed by a new INVITE (new CSeq) is one attempt with
 ``auth_challenges``; a new INVITE with another From tag, after a call that ended, or long
-after, is a new call. Timings and outcome come from the hop nearest the caller (the
+after, is a new call. Calls of one Call-ID can be open together (an SBC that keeps the
+Call-ID but rewrites the From tag: one call per side); an in-dialog request goes to the
+call whose dialog it names. Timings and outcome come from the hop nearest the caller (the
 INVITEs with the fewest Vias). A call is released once its transactions are over and its
 dialogs ended (or the input ended), so memory is bounded by the calls still open.
 """
@@ -139,7 +141,7 @@ class CallBuilder:
 
     def __init__(self) -> None:
         self._tracker = TransactionTracker()
-        self._current: dict[str, _Call] = {}
+        self._by_cid: dict[str, list[_Call]] = {}  # every open call of a Call-ID, oldest first
         self._calls: dict[int, _Call] = {}  # open calls by id(), in order of creation
         self._dirty: dict[int, _Call] = {}  # calls touched since the last release check
         self._owner: dict[TxKey, _Owner] = {}
@@ -208,11 +210,11 @@ class CallBuilder:
     def _route(self, msg: SipMessage, tf: TxFeed, out: BuilderOutput) -> _Owner | None:
         if tf.key is None:
             self.skipped[tf.disposition.value] += 1
-            call = self._current.get(msg.call_id or "")
-            if call is not None and _same_parties(call, msg):
-                call.messages += 1
-                call.last_ts = max(call.last_ts, msg.ts)
-                return call
+            for call in self._newest_first(msg.call_id):
+                if _same_parties(call, msg):
+                    call.messages += 1
+                    call.last_ts = max(call.last_ts, msg.ts)
+                    return call
             return None
         known = self._owner.get(tf.key)
         if known is not None:
@@ -229,15 +231,35 @@ class CallBuilder:
         method = msg.method.upper()
         if method == "INVITE" and not msg.to_tag:
             return self._invite_owner(msg, tf, out)
-        call = self._current.get(msg.call_id or "")
-        if method == "CANCEL" and call is not None and msg.from_tag == call.caller_tag:
-            return call
-        if msg.to_tag and call is not None and call.dialogs.resolve(msg.from_tag, msg.to_tag):
-            return call
-        if method == "ACK" and call is not None and msg.from_tag == call.caller_tag:
+        # Several calls of one Call-ID can be open at once: an SBC or B2BUA that keeps the
+        # Call-ID but rewrites the From tag (each hop is a call, tied later by
+        # same_call_id), or a new attempt while the previous one's dialog still lives. An
+        # in-dialog request belongs to the call whose dialog it names (RFC 3261 §12.2.2).
+        calls = self._newest_first(msg.call_id)
+        if method == "CANCEL":
+            for call in calls:
+                if msg.from_tag == call.caller_tag:
+                    return call
+        if msg.to_tag:
+            # an ACK goes to the call whose 2xx it acknowledges (RFC 3261 §13.2.2.4); other
+            # requests to the oldest call whose dialog still lives (the hop or attempt
+            # that created it), else to any call that knows the dialog
+            seq = msg.cseq.seq if msg.cseq else -1
+            for call in calls:
+                if method == "ACK" and call.dialogs.awaits_ack(msg.from_tag, msg.to_tag, seq):
+                    return call
+            for call in calls[::-1]:
+                if call.dialogs.live(msg.from_tag, msg.to_tag):
+                    return call
+            for call in calls:
+                if call.dialogs.resolve(msg.from_tag, msg.to_tag):
+                    return call
+        if method == "ACK":
             # RFC 3261 §17.1.1.3: the ACK to a non-2xx final; on a reliable transport Timer D
             # is 0, so the INVITE transaction may already be gone when the ACK is seen.
-            return call
+            for call in calls:
+                if msg.from_tag == call.caller_tag:
+                    return call
         if method in ("ACK", "BYE", "INVITE") and msg.to_tag:
             # RFC 3261 §12.2.2: a UAS answers a request for an unknown dialog with 481
             text = f"{method} for a dialog not seen in the input (Call-ID {msg.call_id})"
@@ -249,18 +271,21 @@ class CallBuilder:
 
     def _invite_owner(self, msg: SipRequest, tf: TxFeed, out: BuilderOutput) -> _Call:
         cid = msg.call_id or ""
-        call = self._current.get(cid)
-        if call is not None and self._continues(call, msg):
-            call.initial.add(tf.key)  # type: ignore[arg-type]
-            return call
-        if call is not None:
-            call.closed = True
         tag = msg.from_tag or ""
+        for call in self._newest_first(cid):
+            if self._continues(call, msg):
+                call.initial.add(tf.key)  # type: ignore[arg-type]
+                return call
+            if call.caller_tag == tag:
+                call.closed = True  # the same caller starts a new attempt
         call = _Call(cid, tag, msg, Dialogs(cid, tag), msg.ts)
         call.initial.add(tf.key)  # type: ignore[arg-type]
-        self._current[cid] = call
+        self._by_cid.setdefault(cid, []).append(call)
         self._calls[id(call)] = call
         return call
+
+    def _newest_first(self, call_id: str | None) -> list[_Call]:
+        return self._by_cid.get(call_id or "", [])[::-1]
 
     def _continues(self, call: _Call, msg: SipRequest) -> bool:
         """Is this new INVITE (no To tag) part of the open attempt ``call``?"""
@@ -358,8 +383,11 @@ class CallBuilder:
             self._findings(call, _pending_invites(call), out)
         self._calls.pop(id(call), None)
         self._dirty.pop(id(call), None)
-        if self._current.get(call.call_id) is call:
-            del self._current[call.call_id]
+        same = self._by_cid.get(call.call_id, [])
+        if call in same:
+            same.remove(call)
+        if not same:
+            self._by_cid.pop(call.call_id, None)
         for key in call.open_keys:
             self._owner.pop(key, None)
         out.calls.append(build_record(call))

@@ -145,7 +145,7 @@ class Dialogs:
         if resp.status >= 300:
             for d in self._by_tag.values():
                 if d.state is DialogState.EARLY:
-                    self._event(d, DialogEvent.REJECT, now, findings, "rejected")
+                    self._event(d, DialogEvent.REJECT, now, findings, "rejected", resp)
             return findings
         if resp.status == 100 or not tag:
             if resp.status >= 200:
@@ -153,19 +153,19 @@ class Dialogs:
             return findings  # §12.1.1: only 101-199 with a To tag create a dialog
         dialog = self._get_or_create(tag, now)
         if resp.status < 200:
-            self._event(dialog, DialogEvent.EARLY_RESPONSE, now, findings)
+            self._event(dialog, DialogEvent.EARLY_RESPONSE, now, findings, msg=resp)
             return findings
         self._answer(dialog, resp, now, findings)
         return findings
 
     def _answer(self, dialog: _Dialog, resp: SipResponse, now: int, out: list[Finding]) -> None:
-        self._event(dialog, DialogEvent.ANSWER, now, out)
+        self._event(dialog, DialogEvent.ANSWER, now, out, msg=resp)
         if dialog.confirmed is None:
             dialog.confirmed = now
         self._expect_ack(dialog, resp)
         for other in self._by_tag.values():
             if other is not dialog and other.state is DialogState.EARLY:
-                self._event(other, DialogEvent.OTHER_FORK_ANSWERED, now, out, "fork-lost")
+                self._event(other, DialogEvent.OTHER_FORK_ANSWERED, now, out, "fork-lost", resp)
 
     # -- in-dialog requests and their responses ----------------------------------------
 
@@ -176,6 +176,16 @@ class Dialogs:
         if to_tag == self.caller_tag and from_tag in self._by_tag:
             return self._by_tag[from_tag].id
         return None
+
+    def live(self, from_tag: str | None, to_tag: str | None) -> bool:
+        """Does an in-dialog message with these tags name a dialog not yet terminated?"""
+        did = self.resolve(from_tag, to_tag)
+        return did is not None and self._by_tag[did.callee_tag].state is not DialogState.TERMINATED
+
+    def awaits_ack(self, from_tag: str | None, to_tag: str | None, seq: int) -> bool:
+        """Does the dialog these tags name wait for the ACK of its 2xx to CSeq ``seq``?"""
+        did = self.resolve(from_tag, to_tag)
+        return did is not None and seq in self._by_tag[did.callee_tag].unacked
 
     def request(self, req: SipRequest, now: int) -> tuple[DialogId | None, list[Finding]]:
         """An in-dialog request (not a retransmission). None when no dialog matches."""
@@ -190,14 +200,14 @@ class Dialogs:
             if dialog.bye_ts is None:
                 dialog.bye_ts = now
                 dialog.bye_by = "caller" if req.from_tag == self.caller_tag else "callee"
-            self._event(dialog, DialogEvent.BYE, now, findings)
+            self._event(dialog, DialogEvent.BYE, now, findings, msg=req)
             return did, findings
         if method == "ACK":
             cseq = req.cseq
             dialog.unacked.pop(cseq.seq if cseq else -1, None)
         elif method == "INVITE":
             dialog.reinvites += 1
-        self._event(dialog, DialogEvent.REQUEST, now, findings)
+        self._event(dialog, DialogEvent.REQUEST, now, findings, msg=req)
         return did, findings
 
     def response(self, resp: SipResponse, now: int) -> list[Finding]:
@@ -212,9 +222,9 @@ class Dialogs:
             # RFC 3261 §12.2.1.2: the dialog is gone
             if resp.status == 481:
                 findings.append(_gone(resp, cseq.method))
-            self._event(dialog, DialogEvent.GONE, now, findings, str(resp.status))
+            self._event(dialog, DialogEvent.GONE, now, findings, str(resp.status), resp)
         elif cseq.method == "BYE" and resp.status not in (401, 407):
-            self._event(dialog, DialogEvent.BYE_DONE, now, findings, "bye")
+            self._event(dialog, DialogEvent.BYE_DONE, now, findings, "bye", resp)
         elif cseq.method == "INVITE" and resp.status < 300:
             self._expect_ack(dialog, resp)
         return findings
@@ -274,13 +284,23 @@ class Dialogs:
 
     @staticmethod
     def _event(
-        d: _Dialog, event: DialogEvent, now: int, out: list[Finding], why: str | None = None
+        d: _Dialog,
+        event: DialogEvent,
+        now: int,
+        out: list[Finding],
+        why: str | None = None,
+        msg: SipRequest | SipResponse | None = None,
     ) -> None:
         d.last_ts = now
         nxt = step(d.state, event)
         if nxt is None:
             text = f"dialog {d.id.call_id} got {event.value} in state {d.state.value}"
-            out.append(Finding("sip.dialog_unexpected", Severity.WARNING, text, "RFC 3261 §12"))
+            if d.ended_why:
+                text += f" (it ended: {d.ended_why})"
+            refs = ref_of(msg) if msg is not None else ()
+            out.append(
+                Finding("sip.dialog_unexpected", Severity.WARNING, text, "RFC 3261 §12", refs)
+            )
             return
         if nxt is d.state:
             return

@@ -29,6 +29,7 @@ from sipflow.trace import CALL_FIELDS, call_to_dict
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 PCAPS = SHARED / "corpus" / "pcaps"
+DDD141 = "ddd141f1d982d8989fb73db754a8fbb7@192.168.1.191"
 
 
 def run_builder(msgs: list[SipMessage]) -> tuple[list[CallRecord], BuilderOutput]:
@@ -59,6 +60,7 @@ def tshark_messages(name: str) -> list[SipMessage]:
     out = []
     for line in text.splitlines():
         num, ts, src, sport, dst, dport, payload = line.split("|")
+        src, dst = src.split(",")[-1], dst.split(",")[-1]  # tunnels (GRE): the inner IP
         ns = int(Decimal(ts) * 1_000_000_000)
         origin = Origin(0, (int(num),), ns, Endpoint(src, int(sport)), Endpoint(dst, int(dport)))
         out.append(parse_message(bytes.fromhex(payload.replace(":", "")), origin))
@@ -104,6 +106,69 @@ def test_call_json_has_every_call_field_in_order() -> None:
     assert d["hops"] == list(c.hops) and d["call_ids"] == list(c.call_ids)
     assert d["start"] == round(c.start / 1e9, 6) and d["end"] == round(c.end / 1e9, 6)
     assert (d["messages"], d["final_code"], d["final_reason"]) == (11, 200, "OK")
+
+
+@pytest.mark.corpus
+def test_sbc_that_keeps_the_call_id_but_rewrites_the_from_tag() -> None:
+    """erspan_sip_ipv4_udp (ERSPAN copy of an SBC's two sides): INVITE Call-ID ddd141...
+    from the PBX 192.168.1.191 to the SBC (frame 21, From tag 44ff2eb1...) and on to the
+    phone 180.173.83.248:53221 (frame 25, From tag 00E4EF38-44ff2eb1...: the SBC prefixes
+    the tag). 200 to the PBX at frame 32 (17.042637 s), ACK frame 33; the phone's hold
+    re-INVITE becomes the SBC's re-INVITE to the PBX (frame 47, tags swapped), REFER
+    407/488, then the phone's BYE (frame 120) relayed to the PBX (frame 121, 31.519624 s,
+    From tag 2DEF4136...: the callee). Each side is a call of its own (two From tags); the
+    in-dialog requests of the PBX side must reach that side's call even though the
+    phone side's INVITE came later (RFC 3261 §12.2.2): before, they all went to the newest
+    call of the Call-ID and the PBX side showed 0 s, ended by none, never ACKed."""
+    calls, out = run_builder(tshark_messages("heplify__erspan_sip_ipv4_udp.pcapng"))
+    pbx = [
+        c
+        for c in calls
+        if c.call_ids == (DDD141,) and c.caller_tag == "44ff2eb19c8ae9a0ef659ad5b8c55fc1"
+    ]
+    assert len(pbx) == 1
+    c = pbx[0]
+    assert c.outcome is Outcome.ANSWERED and c.ended_by is EndedBy.CALLEE
+    assert c.duration_s == pytest.approx(31.519624 - 17.042637, abs=1e-6)
+    assert c.dialogs[0].reinvites == 1
+    assert "sip.no_ack" not in codes(out) and "sip.unknown_dialog" not in codes(out)
+    assert {t.method for t in out.activity} == {"NOTIFY", "SUBSCRIBE"}  # no ACK/BYE/INVITE
+
+
+@pytest.mark.corpus
+def test_three_invites_one_dialog_acks_and_duration() -> None:
+    """DTMFsipinfo: one UA sends INVITE CSeq 1, 2, 3 with one Call-ID and From tag (frames
+    1, 2, 5) and CANCELs 2 and 3; each gets 200 with the same To tag (frames 4, 10, 14)
+    and its ACK (frames 9, 11, 16). INVITE 3 came after 200 to INVITE 1, so it is a new
+    attempt (a second call record); INFOs and two re-INVITEs from the far end follow up
+    to frame 32 (78.474440 s after frame 1), no BYE. Every 2xx was ACKed; the first call's
+    duration runs from its 200 (frame 4, 0.090748 s) to its last message."""
+    msgs = tshark_messages("sipnab__DTMFsipinfo.pcap")
+    calls, out = run_builder(msgs)
+    assert len(calls) == 2
+    assert "sip.no_ack" not in codes(out) and "sip.unknown_dialog" not in codes(out)
+    t0 = msgs[0].ts
+    first = calls[0]
+    assert (first.answer - t0) / 1e9 == pytest.approx(0.090748, abs=1e-6)
+    assert first.duration_s == pytest.approx(78.474440 - 0.090748, abs=1e-6)
+
+
+@pytest.mark.corpus
+def test_bye_after_a_rejected_call_names_its_frame() -> None:
+    """branch-scenario-sipp, Call-ID 1-4461@127.0.1.1: INVITE (frame 3), 180 with To tag
+    (frame 4), 403 (frame 5), then a BYE for the early dialog the 403 ended (frame 6,
+    answered 200 at frame 7, where RFC 3261 §12.2.2 wants 481). The finding must point
+    at the BYE and say why the dialog was over."""
+    _, out = run_builder(
+        [
+            m
+            for m in tshark_messages("goffinet__branch-scenario-sipp.pcapng")
+            if m.call_id == "1-4461@127.0.1.1"
+        ]
+    )
+    (f,) = [f for f in out.findings if f.code == "sip.dialog_unexpected"]
+    assert [r.frame for r in f.refs] == [6]
+    assert "terminated (it ended: rejected)" in f.message
 
 
 @pytest.mark.corpus
