@@ -160,7 +160,8 @@ class _Pipeline:
         lo, hi = int(chunk.ts.min()), int(chunk.ts.max())
         st.first_ts = lo if st.first_ts is None else min(st.first_ts, lo)
         st.last_ts = hi if st.last_ts is None else max(st.last_ts, hi)
-        for lt in np.unique(chunk.link_type).tolist():
+        link = chunk.link_type
+        for lt in [int(link[0])] if (link == link[0]).all() else np.unique(link).tolist():
             st.link_types.add(LINKTYPE_NAMES.get(lt, f"LINKTYPE_{lt}"))
 
     # -- one chunk ----------------------------------------------------------------------
@@ -199,20 +200,20 @@ class _Pipeline:
         udp = dec.udp
         sel = np.flatnonzero(kinds == Kind.OTHER)
         if len(sel):
-            buf, rec = chunk.buf, udp.index[sel]
+            buf, rec, version = chunk.buf, udp.index[sel], udp.version[sel]
             batch = MediaBatch(
                 self.source,
                 buf,
                 chunk.frame[rec],
                 chunk.ts[rec],
-                udp.version[sel],
-                addr_matrix(buf, udp.src[sel], udp.version[sel]),
-                addr_matrix(buf, udp.dst[sel], udp.version[sel]),
+                version,
+                addr_matrix(buf, udp.src[sel], version),
+                addr_matrix(buf, udp.dst[sel], version),
                 udp.sport[sel],
                 udp.dport[sel],
                 udp.payload[sel],
                 udp.length[sel],
-                window(buf, udp.payload[sel], 16),
+                udp.head[sel],  # the first 16 payload bytes, read by decode_chunk
             )
             self.media_sink.feed(batch)
         if self.slow_media:

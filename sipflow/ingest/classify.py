@@ -103,7 +103,8 @@ def prefilter(
 ) -> npt.NDArray[np.int8]:
     """Vectorised first look at payloads ``buf[offset:offset+length]``: a :class:`Kind`
     per payload, ``CANDIDATE`` meaning "check with :func:`classify_payload`". ``head``,
-    when given, holds the first 8 bytes of each payload (bytes past ``length`` ignored)."""
+    when given, holds at least the first 8 bytes of each payload (bytes past ``length``
+    ignored)."""
     out = np.zeros(len(offset), np.int8)
     top = len(buf) - 1
     b0 = head[:, 0] if head is not None else buf[np.minimum(offset, top)]

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
 
-from sipflow.ingest.pcap import RecordChunk
+from sipflow.ingest.pcap import RecordChunk, rows
 
 I64 = npt.NDArray[np.int64]
 Bool = npt.NDArray[np.bool_]
@@ -435,7 +434,7 @@ class UdpColumns:
     dport: I64
     payload: I64  # offset of the UDP payload
     length: I64  # payload bytes available (UDP length, bounded by what was captured)
-    head: npt.NDArray[np.uint8] | None = None  # (n, 8): first payload bytes (may overrun)
+    head: npt.NDArray[np.uint8]  # (n, HEAD) first payload bytes (past length: what follows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,12 +448,12 @@ class ChunkDecode:
 
 
 class _Window:
-    """The ``width`` bytes at a per-record start, copied once into an (n, width) matrix: a
-    row gather from a stride-1 sliding view of the buffer, one pass over memory. Fields
-    are then read as columns; 16-bit fields at even columns through a big-endian view."""
+    """The ``width`` bytes at a per-record start, copied once into an (n, width) matrix
+    (:func:`~sipflow.ingest.pcap.rows`, one pass over memory). Fields are then read as
+    columns; 16-bit fields at even columns through a big-endian view."""
 
     def __init__(self, buf: npt.NDArray[np.uint8], starts: I64, width: int) -> None:
-        self.m = sliding_window_view(buf, width)[starts]
+        self.m = rows(buf, starts, width)
         self.w16 = self.m.view(np.dtype(">u2"))
         self.shift = 0
 
@@ -475,9 +474,11 @@ class _Window:
 
 
 # The vectorised path reads three windows per record: 32 bytes of link header (Ethernet +
-# 4 VLAN tags, SLL, SLL2, NULL), 16 bytes of IP header, 16 bytes at the UDP header (8 +
-# 8 payload bytes for the prefilter): at most 32 + 60 + 16 = 108 bytes from its start.
-# Records closer than _SAFE bytes to the end of the buffer take the slow path.
+# 4 VLAN tags, SLL, SLL2, NULL), 16 bytes of IP header, 24 bytes at the UDP header (8 +
+# HEAD payload bytes: for the prefilter, and the RTP stage's MediaBatch.head): at most
+# 32 + 60 + 24 = 116 bytes from its start. Records closer than _SAFE bytes to the end of
+# the buffer take the slow path.
+HEAD = 16
 _SAFE = 128
 
 
@@ -486,7 +487,8 @@ def decode_chunk(chunk: RecordChunk) -> ChunkDecode:
     buf = chunk.buf
     if len(buf) < _SAFE or len(chunk) == 0:
         empty = np.zeros(0, np.int64)
-        cols = UdpColumns(empty, empty, empty, empty, empty, empty, empty, empty, None)
+        head = np.zeros((0, HEAD), np.uint8)
+        cols = UdpColumns(empty, empty, empty, empty, empty, empty, empty, empty, head)
         return ChunkDecode(cols, np.arange(len(chunk), dtype=np.int64), Counter())
     caplen, link = chunk.caplen, chunk.link_type
     safe = chunk.offset + _SAFE <= len(buf)
@@ -553,7 +555,7 @@ def _udp_columns(
     """UDP fields of the candidate records; ``fast`` is False for those that need the
     slow path after all (GTP-U, bad UDP length)."""
     u = base + l4
-    win = _Window(buf, u, 16)
+    win = _Window(buf, u, 8 + HEAD)
     sport, dport, ulen = win.u16(0), win.u16(2), win.u16(4)
     fast = (ulen >= 8) & (sport != GTP_U_PORT) & (dport != GTP_U_PORT) & (ip_end >= l4 + 8)
     if fast.all():
@@ -572,7 +574,7 @@ def _udp_columns(
         dport[k],
         u[k] + 8,
         plen,
-        win.m[k, 8:16],
+        win.m[k, 8:],
     )
     return cols, fast
 

@@ -29,6 +29,7 @@ import struct
 import sys
 import tempfile
 import zlib
+from array import array
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -308,6 +309,15 @@ def _detect(path: str, mm: mmap.mmap) -> str:
 # helpers shared by both walkers
 
 
+def rows(buf: U8, starts: I64, width: int) -> U8:
+    """``buf[s : s + width]`` for every start, copied into a new (n, width) matrix; each
+    start must leave ``width`` bytes. One gather of ``width``-byte items (numpy copies
+    each item whole): about twice as fast as fancy-indexing a sliding window view."""
+    items = np.ndarray((len(buf) - width + 1,), np.dtype((np.void, width)), buf, 0, (1,))
+    out: U8 = items[starts].view(np.uint8).reshape(len(starts), width)
+    return out
+
+
 def _gather_u32(buf: U8, offs: I64, width: int, order: str) -> I64:
     """The ``width`` (multiple of 4) header bytes at each offset as int64 columns of
     unsigned 32-bit fields, plus a last column holding the offset itself. Headers that
@@ -317,10 +327,10 @@ def _gather_u32(buf: U8, offs: I64, width: int, order: str) -> I64:
     out[:, words] = offs
     if n == 0:
         return out
-    idx = offs[:, None] + np.arange(width, dtype=np.int64)
     if int(offs.max()) + width <= len(buf):
-        raw = buf[idx]
+        raw = rows(buf, offs, width)
     else:
+        idx = offs[:, None] + np.arange(width, dtype=np.int64)
         raw = buf[np.minimum(idx, len(buf) - 1)]
         raw[idx >= len(buf)] = 0
     out[:, :words] = raw.view(np.dtype(order + "u4"))
@@ -329,14 +339,15 @@ def _gather_u32(buf: U8, offs: I64, width: int, order: str) -> I64:
 
 def _walk_lengths(
     mm: mmap.mmap, off: int, n: int, order: str, at: int, hdr: int
-) -> tuple[list[int], int]:
+) -> tuple[array[int], int]:
     """Follow a chain of records from ``off``: each is ``hdr`` bytes plus the 32-bit length
     at ``off + at``. Up to ``n`` offsets; stops where a length can no longer be read. The
     lengths are not checked here (the caller checks all of them at once, vectorised):
-    this loop is the one per-record cost of reading a pcap file."""
+    this loop is the one per-record cost of reading a pcap file. The offsets come in an
+    ``array("q")``, which numpy takes without a copy (``np.frombuffer``)."""
     if (order == "<") == (sys.byteorder == "little") and len(mm) >= 64:
         return _walk_lengths_native(mm, off, n, at, hdr)
-    offs: list[int] = []
+    offs = array("q")
     append = offs.append
     unpack = struct.Struct(order + "I").unpack_from
     try:
@@ -350,11 +361,11 @@ def _walk_lengths(
 
 def _walk_lengths_native(
     mm: mmap.mmap, off: int, n: int, at: int, hdr: int
-) -> tuple[list[int], int]:
+) -> tuple[array[int], int]:
     """:func:`_walk_lengths` for a file in host byte order: the length is read through
     one of four ``memoryview.cast("I")`` views (one per alignment), ~30% faster than
     ``struct.unpack_from``. The views are released before returning (mmap can close)."""
-    offs: list[int] = []
+    offs = array("q")
     append = offs.append
     base = memoryview(mm)
     views = [base[k : k + (len(mm) - k) // 4 * 4].cast("I") for k in range(4)]
@@ -407,7 +418,7 @@ class _PcapWalker:
                 if off < end:
                     self._truncated(off, end)
                 return
-            h = _gather_u32(self.cap.buf, np.array(offs, np.int64), 16, self.order)
+            h = _gather_u32(self.cap.buf, np.frombuffer(offs, np.int64), 16, self.order)
             bad = (h[:, 2] > self.limit) | (h[:, 4] + 16 + h[:, 2] > end)
             first_bad = int(np.argmax(bad)) if bad.any() else len(offs)
             if first_bad:

@@ -21,7 +21,8 @@ from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
+
+from sipflow.ingest.pcap import rows
 
 I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]
@@ -120,14 +121,17 @@ def window(buf: U8, starts: I64, width: int) -> U8:
     of the buffer: callers check lengths before trusting bytes past a payload)."""
     if len(buf) < width:
         buf = np.concatenate([buf, np.zeros(width - len(buf), np.uint8)])
-    starts = np.clip(starts, 0, len(buf) - width)
-    out: U8 = sliding_window_view(buf, width)[starts]
-    return out
+    return rows(buf, np.clip(starts, 0, len(buf) - width), width)
 
 
 def addr_matrix(buf: U8, offset: I64, version: I64) -> U8:
-    """(n, 16) address bytes at ``offset``: 16 for IPv6, 4 then zeros for IPv4."""
-    m = window(buf, offset, 16).copy()
+    """(n, 16) address bytes at ``offset``: 16 for IPv6, 4 then zeros for IPv4 (each
+    offset at least 16 bytes before the end of ``buf``, as ingest's are)."""
+    if (version == 4).all():  # the common case: gather 4 bytes per row, not 16
+        m = np.zeros((len(offset), 16), np.uint8)
+        m[:, :4] = window(buf, offset, 4)
+        return m
+    m = window(buf, offset, 16)  # a new matrix (rows copies)
     m[version == 4, 4:] = 0
     return m
 
@@ -156,7 +160,17 @@ def media_kind(head: U8, length: I64) -> npt.NDArray[np.int8]:
     rtp = v2 & ~rtcp & (length >= 12 + 4 * (b0 & 0x0F)) & ((pt < 72) | (pt > 76))
     out[rtp] = MediaKind.RTP
     out[rtcp] = MediaKind.RTCP
-    h = head.astype(np.int64)
+    low = np.flatnonzero(b0 < 0x80)  # the other kinds all start below RTP's version bits
+    if len(low):
+        out[low] = _not_rtp_kind(head[low].astype(np.int64), length[low])
+    return out
+
+
+def _not_rtp_kind(h: I64, length: I64) -> npt.NDArray[np.int8]:
+    """:func:`media_kind` for payloads whose first byte is below 0x80 (not RTP/RTCP):
+    first bytes ``h`` as int64 columns; the kinds' first-byte ranges do not overlap."""
+    out = np.zeros(len(length), np.int8)
+    b0, b1 = h[:, 0], h[:, 1]
     out[(b0 <= 3) & (length >= 20) & (h[:, 4] == 0x21) & (h[:, 5] == 0x12)] = MediaKind.STUN
     # ZRTP (RFC 6189 §5): 0x10 0x00, sequence, then the magic cookie "ZRTP"
     zrtp = (b0 == 0x10) & (b1 == 0) & (h[:, 4] == 0x5A) & (h[:, 5] == 0x52) & (h[:, 6] == 0x54)
@@ -194,12 +208,12 @@ class RtpHeaders:
 def rtp_headers(buf: U8, offset: I64, length: I64, head: U8 | None = None) -> RtpHeaders:
     """RTP header fields of the payloads ``buf[offset:offset+length]`` (all RTP v2)."""
     h = head if head is not None and head.shape[1] >= 12 else window(buf, offset, 16)
-    h64 = h[:, :12].astype(np.int64)
-    b0, b1 = h64[:, 0], h64[:, 1]
+    words = np.ascontiguousarray(h[:, :12]).view(">u4")  # (n, 3) big-endian 32-bit words
+    b0, b1 = h[:, 0].astype(np.int64), h[:, 1].astype(np.int64)
     cc = b0 & 0x0F
-    seq = (h64[:, 2] << 8) | h64[:, 3]
-    ts = (h64[:, 4] << 24) | (h64[:, 5] << 16) | (h64[:, 6] << 8) | h64[:, 7]
-    ssrc = (h64[:, 8] << 24) | (h64[:, 9] << 16) | (h64[:, 10] << 8) | h64[:, 11]
+    seq = (words[:, 0] & 0xFFFF).astype(np.int64)
+    ts = words[:, 1].astype(np.int64)
+    ssrc = words[:, 2].astype(np.int64)
     start = 12 + 4 * cc
     ext = (b0 & 0x10) != 0
     if ext.any():  # RFC 3550 §5.3.1: 16-bit profile word, 16-bit length in 32-bit words

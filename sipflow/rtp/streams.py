@@ -291,19 +291,33 @@ class RtpCollector:
             self.counts[KIND_NAMES[MediaKind(int(kind))]] += int(count)
         rtp = np.flatnonzero(kinds == MediaKind.RTP)
         if len(rtp):
-            self._rtp(batch.take(rtp))
+            self._rtp(batch if len(rtp) == len(batch) else batch.take(rtp))
         for j in np.flatnonzero(kinds == MediaKind.RTCP).tolist():
             self._rtcp_packet(batch, j)
 
     def _endpoint(self, raw: npt.NDArray[np.uint8], version: int, port: int) -> Endpoint:
-        key = (raw.tobytes(), version, port)
+        return self._endpoint_of(raw.tobytes(), version, port)
+
+    def _endpoint_of(self, raw: bytes, version: int, port: int) -> Endpoint:
+        """The (cached) endpoint of 16 address bytes (IPv4: the first 4) and a port."""
+        key = (raw, version, port)
         ep = self._ep.get(key)
         if ep is None:
             from sipflow.ingest.decode import addr_text
 
-            ep = Endpoint(addr_text(key[0][: 4 if version == 4 else 16]), port)
+            ep = Endpoint(addr_text(raw[: 4 if version == 4 else 16]), port)
             self._ep[key] = ep
         return ep
+
+    def _endpoints(
+        self, raw: npt.NDArray[np.uint8], version: list[int], port: I64
+    ) -> list[Endpoint]:
+        """:meth:`_endpoint_of` for each row of an (n, 16) address matrix."""
+        data = raw.tobytes()
+        return [
+            self._endpoint_of(data[16 * i : 16 * i + 16], v, p)
+            for i, (v, p) in enumerate(zip(version, port.tolist(), strict=True))
+        ]
 
     def _stream_ids(self, b: MediaBatch, h: RtpHeaders) -> tuple[I64, I64]:
         """A global stream id per packet (new streams registered) and the order that
@@ -321,28 +335,35 @@ class RtpCollector:
             first[1:] &= cs[1:] == cs[:-1]
         first = ~first
         first[0] = True
-        starts = np.flatnonzero(first)
-        gids = np.empty(len(starts), np.int64)
-        rows = order[starts]
-        keys = zip(*(c[rows].tolist() for c in cols), strict=True)
-        for r, (k, i) in enumerate(zip(keys, rows.tolist(), strict=True)):
-            gid = self._ids.get(k)
-            gids[r] = gid if gid is not None else self._new_stream(k, b, h, i)
-        sorted_gid: I64 = gids[np.cumsum(first) - 1]
+        rows = order[np.flatnonzero(first)]
+        keys = list(zip(*(c[rows].tolist() for c in cols), strict=True))
+        got = [self._ids.get(k) for k in keys]
+        new = [r for r, gid in enumerate(got) if gid is None]
+        if new:
+            fresh = self._new_streams([keys[r] for r in new], b, h, rows[new])
+            for r, gid in zip(new, fresh, strict=True):
+                got[r] = gid
+        sorted_gid: I64 = np.array(got, np.int64)[np.cumsum(first) - 1]
         return sorted_gid, order
 
-    def _new_stream(self, k: tuple[int, ...], b: MediaBatch, h: RtpHeaders, i: int) -> int:
-        gid = len(self._meta)
-        self._ids[k] = gid
-        version = int(b.version[i])
-        src = self._endpoint(b.src[i], version, int(b.sport[i]))
-        dst = self._endpoint(b.dst[i], version, int(b.dport[i]))
-        clock = static_clock(int(h.pt[i]))
-        clocks = (clock,) * K if clock else CANDIDATE_CLOCKS
-        self._meta.append(_Meta(b.source, int(h.ssrc[i]), src, dst, clocks))
-        self._keys.append(k)
-        self._a.grow(gid + 1)
-        return gid
+    def _new_streams(
+        self, keys: list[tuple[int, ...]], b: MediaBatch, h: RtpHeaders, rows: I64
+    ) -> range:
+        """Register the streams ``keys`` (first packets at batch ``rows``); their ids."""
+        version = b.version[rows].tolist()
+        srcs = self._endpoints(b.src[rows], version, b.sport[rows])
+        dsts = self._endpoints(b.dst[rows], version, b.dport[rows])
+        first = len(self._meta)
+        for k, src, dst, ssrc, pt in zip(
+            keys, srcs, dsts, h.ssrc[rows].tolist(), h.pt[rows].tolist(), strict=True
+        ):
+            self._ids[k] = len(self._meta)
+            clock = static_clock(pt)
+            clocks = (clock,) * K if clock else CANDIDATE_CLOCKS
+            self._meta.append(_Meta(b.source, ssrc, src, dst, clocks))
+            self._keys.append(k)
+        self._a.grow(len(self._meta))
+        return range(first, len(self._meta))
 
     # -- RTP statistics -----------------------------------------------------------------------
 
@@ -528,11 +549,13 @@ class _Update:
         a, s, sg, old = self.a.i, self.starts, self.sg, self.old
         big = np.int64(1) << 40
         cmax = np.maximum.accumulate(self.run * big + ext) - self.run * big
-        before = np.empty_like(ext)
-        before[1:] = cmax[:-1]
-        before[s] = np.where(old, a["max_ext"][sg], np.iinfo(np.int64).min)
-        dup = self._duplicates(ext)
-        late = (ext < before) & ~dup
+        carried = np.where(old, a["max_ext"][sg], np.iinfo(np.int64).min)
+        highest = np.empty_like(ext)  # of the packets before, in this batch or earlier ones
+        highest[1:] = cmax[:-1]
+        highest[s] = carried
+        highest = np.maximum(highest, carried[self.run])
+        dup = self._duplicates(ext, ext <= highest)
+        late = (ext < highest) & ~dup
         a["ooo"][sg] += np.add.reduceat(late.astype(np.int64), s)
         a["dups"][sg] += np.add.reduceat(dup.astype(np.int64), s)
         a["base_ext"][sg] = np.where(old, a["base_ext"][sg], ext[s])
@@ -543,20 +566,26 @@ class _Update:
         a["malformed"][sg] += np.add.reduceat((~self.valid).astype(np.int64), s)
         self._keep_tail(ext)
 
-    def _duplicates(self, ext: I64) -> Bool:
+    def _duplicates(self, ext: I64, maybe: Bool) -> Bool:
         """Packets whose extended sequence number an earlier packet of the stream had
-        (earlier in this batch, or among the TAIL carried from earlier batches)."""
-        tail = self.a.tail[self.sg].ravel()
-        t_run = np.repeat(np.arange(len(self.sg)), TAIL)
+        (earlier in this batch, or among the TAIL carried from earlier batches). Only a
+        packet not above every earlier one (``maybe``) can be one, so only the streams
+        with such a packet (few: most streams only move forward) are sorted and checked."""
+        dup = np.zeros(len(ext), bool)
+        hit = np.unique(self.run[maybe])
+        if len(hit) == 0:
+            return dup
+        pkt = np.flatnonzero(np.isin(self.run, hit))
+        tail = self.a.tail[self.sg[hit]].ravel()
+        t_run = np.repeat(hit, TAIL)
         keep = tail != EMPTY
-        runs = np.concatenate([t_run[keep], self.run])
-        vals = np.concatenate([tail[keep], ext])
-        pos = np.concatenate([np.full(int(keep.sum()), -1), np.arange(len(ext))])
+        runs = np.concatenate([t_run[keep], self.run[pkt]])
+        vals = np.concatenate([tail[keep], ext[pkt]])
+        pos = np.concatenate([np.full(int(keep.sum()), -1), pkt])
         order = np.lexsort((pos, vals, runs))
         r, v, p = runs[order], vals[order], pos[order]
         same = np.zeros(len(order), bool)
         same[1:] = (r[1:] == r[:-1]) & (v[1:] == v[:-1])
-        dup = np.zeros(len(ext), bool)
         mine = p >= 0
         dup[p[mine]] = same[mine]
         return dup

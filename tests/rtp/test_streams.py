@@ -159,6 +159,52 @@ def test_injected_loss_reorder_duplicate_delay(impaired: tuple[Path, list]) -> N
         assert close(s.max_jitter_ms, t.max_jitter)
 
 
+def reference_order(seqs: list[int]) -> tuple[int, int]:
+    """(duplicates, out of order) as a plain loop: extended numbers (RFC 3550 §A.1) from
+    packet to packet; a number seen before is a duplicate, one below the highest is late."""
+    seen: set[int] = set()
+    dups = late = 0
+    ext = highest = seqs[0]
+    for i, seq in enumerate(seqs):
+        ext = seq if i == 0 else ext + seq_diff(seq, ext & 0xFFFF)
+        if ext in seen:
+            dups += 1
+        elif ext < highest:
+            late += 1
+        seen.add(ext)
+        highest = max(highest, ext)
+    return dups, late
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 11, 64, 0])
+def test_duplicates_and_late_packets_whatever_the_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """Duplicates and late packets against a plain loop, with chunk sizes that put them
+    first in a chunk, inside one, and right after a late packet (0: the default size)."""
+    src = PCAPS / "sipp__g711a.pcap"
+    if not src.exists():
+        pytest.skip("shared corpus absent")
+    head, recs = read_pcap(src)
+    order = list(range(len(recs)))  # edited from the end: indices are the original ones
+    order[200:200] = [190, 199]  # a duplicate after a duplicate
+    order[148:158] = [152, 153, 154, 155, 148, 149, 150, 151, 156, 157]  # four late in a row
+    order[120:120] = [117, 110]  # duplicates of recent packets
+    order[80:85] = [81, 82, 83, 84, 80, 83]  # 80 late, then a duplicate of 83
+    sec, usec, _ = recs[0]
+    out = [(sec, usec + 20_000 * i, recs[j][2]) for i, j in enumerate(order)]  # every 20 ms
+    path = tmp_path / "order.pcap"
+    write_pcap(path, head, out)
+    if size:
+        original = pcap_mod.Capture.chunks
+        monkeypatch.setattr(pcap_mod.Capture, "chunks", lambda self, n=0: original(self, size))
+    (s,) = collect(path)[0]
+    seqs = [int.from_bytes(data[44:46], "big") for _, _, data in out]
+    assert reference_order(seqs) == (5, 5)
+    assert (s.duplicates, s.out_of_order) == (5, 5)
+    assert s.packets == len(out)
+
+
 def test_sequence_wrap_counted(tmp_path: Path) -> None:
     src = PCAPS / "sipp__g711a.pcap"
     if not src.exists():
