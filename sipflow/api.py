@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from sipflow.engine.stream_run import StreamResult
     from sipflow.ingest.pbxlog import ChannelEvent
     from sipflow.ingest.tls import TlsKeys
+    from sipflow.rtp.dtmf import Digit
     from sipflow.rtp.streams import RtpStream
 
 
@@ -184,7 +185,7 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
     legs = [f for _, _, f in calls]
     correlation = correlate(legs, events)
     findings.extend(correlation.findings)
-    rtp_streams, quality, media_findings = _media(results, calls, paths)
+    rtp_streams, quality, media_findings, rtp_digits = _media(results, calls, paths)
     findings.extend(media_findings)
     findings[:0] = _keylog_findings(results)
     if shards > 1 and split is None:
@@ -204,6 +205,7 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
         channel_event_list=events,
         rtp_stream_list=rtp_streams,
         call_quality=quality,
+        call_rtp_digits=rtp_digits,
     )
 
 
@@ -408,19 +410,24 @@ def _media(
     results: list[SourceResult],
     calls: list[tuple[CallRecord, CallMedia, LegFacts]],
     paths: list[str],
-) -> tuple[list[RtpStream], list[dict[str, Any]], list[Finding]]:
+) -> tuple[list[RtpStream], list[dict[str, Any]], list[Finding], list[list[Digit]]]:
     """RTP streams of every source, mapped to the calls whose SDP announced them; SRTP
     streams whose SDES keys the SDP showed are decrypted (a second read of their source,
-    :mod:`sipflow.rtp.decrypt`)."""
+    :mod:`sipflow.rtp.decrypt`); the RFC 4733 DTMF digits of each call's streams."""
     streams = [s for r in results for s in r.rtp.finish()]
     with_rtp = {i for i, r in enumerate(results) if r.rtp.counts["rtp"]}
     if not streams:
-        return [], [], []
+        return [], [], [], []
     from sipflow.rtp.decrypt import Srtp
+    from sipflow.rtp.dtmf import calls_rtp_digits
     from sipflow.rtp.mapping import map_streams
 
     records, media = [c for c, _, _ in calls], [m for _, m, _ in calls]
-    return map_streams(streams, records, media, with_rtp, Srtp(paths, reread_media))
+    mapped, quality, found = map_streams(
+        streams, records, media, with_rtp, Srtp(paths, reread_media)
+    )
+    digits, dtmf_found = calls_rtp_digits(mapped, media)
+    return mapped, quality, found + dtmf_found, digits
 
 
 def _channel_events(results: list[SourceResult]) -> list[ChannelEvent]:

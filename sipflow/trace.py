@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sipflow import __version__
 from sipflow.findings import Finding
 from sipflow.ingest.types import SourceStats
+from sipflow.rtp.dtmf import Digit, dtmf_to_dict
 from sipflow.sip.message import SipMessage
 
 if TYPE_CHECKING:
@@ -146,6 +147,8 @@ class ChannelIndex:
 
     def sequences(self, call_ids: tuple[str, ...]) -> list[dict[str, Any]]:
         """Per channel tied to one of ``call_ids``, in order of its first state event."""
+        if not self._states:
+            return []  # no PBX log among the sources (nearly always)
         keys = {k for cid in set(call_ids) for k in self._by_call.get(cid, ())}
         found = sorted(self._states[k] for k in keys if k in self._states)
         return [{"channel": ch, "uuid": uuid, "states": list(st)} for _, ch, uuid, st in found]
@@ -240,6 +243,9 @@ class Trace:
     """Every TLS connection followed: version, suite, SNI, certificate, decrypted or why not."""
     call_quality: list[dict[str, Any]] = field(default_factory=list)
     """Media quality per direction of each call (empty when no RTP was seen)."""
+    call_rtp_digits: list[list[Digit]] = field(default_factory=list)
+    """RFC 4733 DTMF digits of each call's RTP streams (aligned with ``call_records``;
+    empty when no RTP was seen); SIP INFO digits are on the record (``info_digits``)."""
     _frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
     _story: dict[int, int] | None = field(default=None, repr=False)
 
@@ -317,6 +323,9 @@ class Trace:
             else:
                 root["legs"] = []
             if len(members) > 1:
+                # the caller's leg's digits, else those of the first leg that has any (the
+                # capture may hold only the far side's media)
+                root["dtmf"] = next((d["dtmf"] for d in legs if d["dtmf"]["digits"]), root["dtmf"])
                 root["messages"] = sum(d["messages"] for d in legs)
                 root["retransmissions"] = sum(d["retransmissions"] for d in legs)
                 root["hops"] = list(dict.fromkeys(h for d in legs for h in d["hops"]))
@@ -329,6 +338,8 @@ class Trace:
         out["channels"] = channels.sequences(call.call_ids)
         out["media"] = self.call_media[index].to_dict() if self.call_media else None
         out["quality"] = self.call_quality[index] if self.call_quality else None
+        rtp = self.call_rtp_digits[index] if self.call_rtp_digits else ()
+        out["dtmf"] = dtmf_to_dict(rtp, call.info_digits)
         return out
 
     # -- DataFrames (pandas imported on first use) -------------------------------------

@@ -102,7 +102,7 @@ def test_json_has_the_documented_fields(whole: dict) -> None:
         assert key in whole["sources"][0]
     for key in ("sip_requests", "sip_responses", "retransmissions", "malformed", "transports"):
         assert key in whole["stats"]
-    assert set(whole["calls"][0]) == {*CALL_FIELDS, "channels", "media", "quality", "legs"}
+    assert set(whole["calls"][0]) == {*CALL_FIELDS, "channels", "media", "quality", "dtmf", "legs"}
     documented = (REPO / "docs" / "json.md").read_text()
     for name in CALL_FIELDS:
         assert f'"{name}"' in documented, name
@@ -129,7 +129,7 @@ def test_dataframes() -> None:
     # Call 1 sends 10 RFC 4733 packets one way only; call 5 is answered with no RTP at all.
     # Both use the same media ports: the stream belongs to the call that had begun.
     found = dict(zip(trace.findings["code"], trace.findings["message"], strict=True))
-    assert sorted(found) == ["rtp.no_audio", "rtp.one_way_audio"]
+    assert sorted(found) == ["rtp.dtmf_not_negotiated", "rtp.no_audio", "rtp.one_way_audio"]
     assert "call 0 " in found["rtp.one_way_audio"]
     assert "call 4 " in found["rtp.no_audio"]
 

@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from sipflow.findings import Finding, Severity
+from sipflow.rtp.dtmf import Digit, sip_info_digits
 from sipflow.sip.dialog import DialogRecord, Dialogs
 from sipflow.sip.message import SipMessage, SipRequest, SipResponse
 from sipflow.sip.transaction import (
@@ -94,6 +95,8 @@ class CallRecord:
     dialogs: tuple[DialogRecord, ...]
     transactions: tuple[TransactionRecord, ...]
     findings: tuple[Finding, ...]
+    info_digits: tuple[Digit, ...] = ()
+    """DTMF sent in INFO requests (application/dtmf-relay, application/dtmf), time order."""
 
 
 @dataclass(slots=True)
@@ -539,4 +542,7 @@ def build_record(call: _Call) -> CallRecord:
         dialogs=call.dialogs.records(),
         transactions=tuple(sorted(call.records, key=lambda r: r.first_ts)),
         findings=tuple(call.findings),
+        info_digits=tuple(
+            sip_info_digits(r.request for r in call.records if r.method == "INFO" and r.request)
+        ),
     )

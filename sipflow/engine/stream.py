@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from sipflow.checks.sdp import CallMedia
     from sipflow.correlate.calls import CallRecord
     from sipflow.correlate.facts import LegFacts
+    from sipflow.rtp.dtmf import Digit
     from sipflow.rtp.mapping import SrtpStage
     from sipflow.rtp.streams import RtpStream
 
@@ -187,6 +188,7 @@ class Finalizer:
     # -- writing ------------------------------------------------------------------------
 
     def _write(self, keep: list[int], corr: Any, streams: list[RtpStream]) -> None:
+        from sipflow.rtp.dtmf import calls_rtp_digits
         from sipflow.rtp.mapping import map_streams
 
         legs = [self._legs[i] for i in keep]
@@ -203,6 +205,10 @@ class Finalizer:
             mapped, quality, found = map_streams(
                 streams, records, media, with_rtp, self._srtp, first=self.legs_out
             )
+        digits: list[list[Digit]] = []
+        if mapped:
+            digits, dtmf_found = calls_rtp_digits(mapped, media)  # call: the batch's index
+            found += dtmf_found
         part = subset(corr, keep) if corr is not None else None
         trace = Trace(
             sources=[],
@@ -221,6 +227,7 @@ class Finalizer:
             correlation=part,
             rtp_stream_list=mapped,
             call_quality=quality,
+            call_rtp_digits=digits,
         )
         rows = trace.call_dicts() if records else []
         stream_rows = [trace.story_stream(s.to_dict()) for s in mapped]

@@ -12,12 +12,28 @@ body of application/dtmf (RFC 2976 usage). :func:`call_digits` merges both, in t
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from sipflow.findings import Finding, Ref, Severity
 from sipflow.sip.message import SipMessage, SipRequest
 
-__all__ = ["Digit", "call_digits", "rfc4733_digits", "sip_info_digits"]
+if TYPE_CHECKING:
+    from sipflow.rtp.streams import RtpStream
+    from sipflow.sdp.media import CallMedia
+
+__all__ = [
+    "Digit",
+    "call_digits",
+    "calls_rtp_digits",
+    "dtmf_to_dict",
+    "rfc4733_digits",
+    "sip_info_digits",
+    "telephone_events",
+]
+
 
 # RFC 4733 §3.2 Table 3: DTMF events 0-15.
 EVENT_NAMES = "0123456789*#ABCD"
@@ -136,6 +152,72 @@ def _info_digit(msg: SipRequest) -> Digit | None:
         digit = _name(int(text)) if text.isdigit() and int(text) > 9 else text
         return Digit(digit, msg.ts, None, None, True, 1, 0, "sip-info", frame)
     return None
+
+
+def telephone_events(media: CallMedia) -> dict[int, int]:
+    """The telephone-event payload types a call's SDP negotiated, with their clock
+    (RFC 4733 §7.1.1: ``a=rtpmap:101 telephone-event/8000``; 8000 when not given)."""
+    out: dict[int, int] = {}
+    for x in media.exchanges:
+        for ln in x.lines:
+            if ln.dtmf_pt is None or ln.dtmf_pt in out:
+                continue
+            rates = [f.clock for f in (*ln.codecs, *ln.offered) if f.pt == ln.dtmf_pt and f.clock]
+            out[ln.dtmf_pt] = rates[0] if rates else 8000
+    return out
+
+
+def calls_rtp_digits(
+    streams: Iterable[RtpStream], media: list[CallMedia]
+) -> tuple[list[list[Digit]], list[Finding]]:
+    """RFC 4733 digits of the streams mapped to each call (aligned with ``media``, as a
+    stream's ``call`` is), decoded with the payload type the call's SDP negotiated for
+    telephone-event. Events on a dynamic type the SDP did not map at all are decoded too
+    (tshark does so for 101) and reported (``rtp.dtmf_not_negotiated``: the receiver may
+    drop them); a type the SDP gave a codec never is. The same stream seen at several
+    capture points (one SSRC) is read once."""
+    out: list[list[Digit]] = [[] for _ in media]
+    findings: list[Finding] = []
+    seen: set[tuple[int, int]] = set()
+    for st in sorted(streams, key=lambda s: -s.packets):
+        if st.call is None or not st.events or (st.call, st.ssrc) in seen:
+            continue
+        pts = telephone_events(media[st.call])
+        pt = next((p for p in st.payload_types if p in pts), None)
+        if pt is None:
+            pt = _unmapped_event_type(st, media[st.call])
+            if pt is None:
+                continue
+            findings.append(_not_negotiated(st, pt))
+        seen.add((st.call, st.ssrc))
+        out[st.call].extend(rfc4733_digits(st.events, pt, pts.get(pt, 8000)))
+    for digits in out:
+        digits.sort(key=lambda d: d.ts)
+    return out, findings
+
+
+def _unmapped_event_type(st: RtpStream, media: CallMedia) -> int | None:
+    """The payload type most of the stream's event-shaped packets use, when the call's SDP
+    maps no format to it (else those packets are that codec's, not events)."""
+    mapped = {f.pt for x in media.exchanges for ln in x.lines for f in (*ln.offered, *ln.codecs)}
+    counts = Counter(row[4] for row in st.events if row[4] not in mapped)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def _not_negotiated(st: RtpStream, pt: int) -> Finding:
+    text = (
+        f"RFC 4733 DTMF events on payload type {pt} in RTP {st.src} -> {st.dst} (SSRC "
+        f"0x{st.ssrc:08X}), which the call's SDP did not negotiate as telephone-event: "
+        "the receiver may ignore them"
+    )
+    refs = (Ref(st.source, st.events[0][0]),)
+    return Finding("rtp.dtmf_not_negotiated", Severity.WARNING, text, "RFC 4733 §7.1.1", refs)
+
+
+def dtmf_to_dict(rtp: Iterable[Digit], info: Iterable[Digit]) -> dict[str, object]:
+    """A call's ``dtmf`` (docs/json.md): the digit sequence, then every digit."""
+    digits = sorted([*rtp, *info], key=lambda d: d.ts)
+    return {"digits": "".join(d.digit for d in digits), "events": [d.to_dict() for d in digits]}
 
 
 def call_digits(rtp: Iterable[Digit], info: Iterable[Digit]) -> str:

@@ -117,6 +117,11 @@ class RtpStream:
     srtp_keys: tuple[MasterKey, ...] = field(default=(), repr=False, compare=False)
     """The sender's SDES keys, the one that authenticated first (in memory only, for
     the audio export; never output)."""
+    events: tuple[tuple[int, int, int, int, int, int, bytes], ...] = field(
+        default=(), repr=False, compare=False
+    )
+    """The packets shaped like RFC 4733 telephone-events (:meth:`RtpCollector.events`),
+    for the DTMF digits once the stream is mapped to its SDP (:mod:`sipflow.rtp.dtmf`)."""
 
     @property
     def loss_pct(self) -> float:
@@ -420,7 +425,7 @@ class RtpCollector:
         if not done:
             return []
         out = self._finished(done)
-        self._public = {}  # released streams keep no DTMF packets (events() is for finish)
+        self._public = {}  # released streams carry their DTMF packets (RtpStream.events)
         for gid in done:
             m = self._meta[gid]
             self._rtcp.drop(m.ssrc, m.src.ip, m.dst.ip)
@@ -478,6 +483,7 @@ class RtpCollector:
             payload_bytes=int(a["bytes"][gid]),
             markers=int(a["markers"][gid]),
             malformed=int(a["malformed"][gid]),
+            events=tuple(m.events),
             jitter_by_clock=() if known else per_clock,
             codec=static_name(first_pt),
             rtcp=rtcp.to_dict(m.clocks[0]) if rtcp is not None else None,

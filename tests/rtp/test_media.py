@@ -62,6 +62,53 @@ def test_sip_info_digits() -> None:
     assert all(d.duration_ms == 180 for d in digits)
 
 
+def tshark_rtpevent_digits(path: Path) -> str:
+    """tshark's DTMF: one digit per event (SSRC + RTP timestamp), in order of its first
+    end packet (tshark maps the event payload type from the SDP, as we do)."""
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark is not installed")
+    fields = ["-e", "rtp.ssrc", "-e", "rtp.timestamp", "-e", "rtpevent.event_id"]
+    out = subprocess.run(
+        ["tshark", "-n", "-r", str(path), "-Y", "rtpevent.end_of_event == 1", "-T", "fields",
+         *fields],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    seen: dict[tuple[str, str], str] = {}
+    for line in out.splitlines():
+        ssrc, ts, event = line.split("\t")
+        seen.setdefault((ssrc, ts), "0123456789*#ABCD"[int(event)])
+    return "".join(seen.values())
+
+
+def test_call_dtmf_equals_tshark_rtpevents() -> None:
+    """The digits of each call in the JSON (``calls[].dtmf``), from the telephone-event
+    payload type its SDP negotiated, equal tshark's decoded RFC 4733 events."""
+    path = corpus("sipnab__SIP_DTMF2.cap")
+    doc = analyze([path]).to_dict()
+    ours = "".join(c["dtmf"]["digits"] for c in doc["calls"])
+    assert ours == tshark_rtpevent_digits(path) == "6789123"
+    events = [e for c in doc["calls"] for e in c["dtmf"]["events"]]
+    assert {e["via"] for e in events} == {"rfc4733"} and all(e["end"] for e in events)
+
+
+def test_unnegotiated_dtmf_is_decoded_and_reported() -> None:
+    """SIPp's sample call sends RFC 4733 events on type 101 that its SDP (PCMU only) never
+    offered: decoded as tshark does by default, with a finding."""
+    path = Path(__file__).resolve().parents[2] / "samples" / "pcaps" / "sipp_uac_uas_udp_mixed.pcap"
+    doc = analyze([path]).to_dict()
+    ours = "".join(c["dtmf"]["digits"] for c in doc["calls"])
+    assert ours == tshark_rtpevent_digits(path) == "1"
+    (f,) = [f for f in doc["findings"] if f["code"] == "rtp.dtmf_not_negotiated"]
+    assert "payload type 101" in f["message"] and f["refs"]
+
+
+def test_call_dtmf_from_sip_info() -> None:
+    path = corpus("sipnab__DTMFsipinfo.pcap")
+    (call,) = analyze([path]).to_dict()["calls"]
+    assert call["dtmf"]["digits"] == "1342"  # the Signal= lines of the four INFOs (tshark)
+    assert [e["via"] for e in call["dtmf"]["events"]] == ["sip-info"] * 4
+
+
 # -- audio ----------------------------------------------------------------------------
 
 
