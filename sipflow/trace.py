@@ -328,6 +328,7 @@ class Trace:
                 root["dtmf"] = next((d["dtmf"] for d in legs if d["dtmf"]["digits"]), root["dtmf"])
                 root["messages"] = sum(d["messages"] for d in legs)
                 root["retransmissions"] = sum(d["retransmissions"] for d in legs)
+                root["auth_challenges"] = sum(d["auth_challenges"] for d in legs)
                 root["hops"] = list(dict.fromkeys(h for d in legs for h in d["hops"]))
                 root["channels"] = channels.sequences(tuple(root["call_ids"]))
             out.append(root)

@@ -47,6 +47,7 @@ def test_one_call_story_with_two_legs(doc: dict) -> None:
     # INVITE, 100, 407 -> ACK -> authenticated INVITE -> 100 -> 200 -> ACK
     assert outbound["messages"] == 8
     assert call["messages"] == 12
+    assert call["auth_challenges"] == 1  # the b-leg's 407, counted on the story too
     assert doc["stats"]["transports"] == {"TCP": 4, "TLS": 8}
 
 
