@@ -36,6 +36,7 @@ also what the audio export uses to decrypt.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -404,7 +405,11 @@ class Srtp:
     def __init__(self, paths: list[str], read: ReadMedia) -> None:
         self.paths = paths
         self.read = read
-        self.lib = pylibsrtp_module()
+
+    @functools.cached_property
+    def lib(self) -> ModuleType | None:
+        """pylibsrtp, imported when a stream has keys to try (not for plain RTP)."""
+        return pylibsrtp_module()
 
     def __call__(
         self, placed: list[Placed], media: list[CallMedia]

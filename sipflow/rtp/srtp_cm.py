@@ -29,11 +29,17 @@ from __future__ import annotations
 
 import hmac as std_hmac
 from dataclasses import dataclass
-
-from cryptography.hazmat.primitives import hashes, hmac
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from typing import TYPE_CHECKING
 
 from sipflow.sdp.srtp import suite_spec
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives import hmac
+    from cryptography.hazmat.primitives.ciphers import algorithms
+
+# cryptography's primitives are imported where a key is used, not with this module: the
+# suite table (cm_suite) is read for every capture with SRTP-looking media, decryption
+# only when the SDP shows keys (importing them costs about 30 ms).
 
 __all__ = [
     "CmSession",
@@ -81,6 +87,8 @@ def cm_suite(name: str) -> CmSuite | None:
 
 def keystream(key: bytes, iv: int, n: int) -> bytes:
     """``n`` octets of AES-CM key stream from the 128-bit counter ``iv`` (RFC 3711 §4.1.1)."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     enc = Cipher(algorithms.AES(key), modes.CTR(iv.to_bytes(16, "big"))).encryptor()
     return enc.update(bytes(n)) + enc.finalize()
 
@@ -102,6 +110,9 @@ class _Keys:
 
 
 def _session_keys(material: bytes, suite: CmSuite, first_label: int, tag: int) -> _Keys:
+    from cryptography.hazmat.primitives import hashes, hmac
+    from cryptography.hazmat.primitives.ciphers import algorithms
+
     mk, ms = material[: suite.key], material[suite.key :]
     cipher = derive(mk, ms, first_label, suite.key)
     auth = derive(mk, ms, first_label + 1, AUTH_KEY)
@@ -121,6 +132,8 @@ def _tag(keys: _Keys, data: bytes) -> bytes:
 
 
 def _crypt(keys: _Keys, ssrc: int, index: int, data: bytes) -> bytes:
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
     iv = _iv(keys, ssrc, index).to_bytes(16, "big")
     return Cipher(keys.cipher, modes.CTR(iv)).decryptor().update(data)
 
