@@ -223,10 +223,18 @@ def _initial_invites(call: CallRecord) -> list[TransactionRecord]:
     ]
 
 
-def _attempt(invites: list[TransactionRecord], nearest: bool) -> TransactionRecord:
-    """The attempt that decided the call at the nearest (or farthest) hop."""
-    edge = (min if nearest else max)(t.via_count for t in invites)
-    pool = sorted((t for t in invites if t.via_count == edge), key=lambda t: t.first_ts)
+def _attempts(invites: list[TransactionRecord]) -> tuple[TransactionRecord, TransactionRecord]:
+    """The attempts that decided the call at the nearest and the farthest hop (one and
+    the same when every INVITE has as many Vias)."""
+    vias = [t.via_count for t in invites]
+    near, far = min(vias), max(vias)
+    near_tx = _attempt(invites, near)
+    return near_tx, near_tx if far == near else _attempt(invites, far)
+
+
+def _attempt(invites: list[TransactionRecord], vias: int) -> TransactionRecord:
+    """The attempt that decided the call at the hop whose INVITEs have ``vias`` Vias."""
+    pool = sorted((t for t in invites if t.via_count == vias), key=lambda t: t.first_ts)
     ok = [t for t in pool if t.final_status is not None and t.final_status < 300]
     return ok[0] if ok else pool[-1]
 
@@ -409,8 +417,9 @@ def facts_of(
     opts = options or FactsOptions()
     invites = _initial_invites(call)
     if invites:
-        near_tx, far_tx = _attempt(invites, True), _attempt(invites, False)
-        near, far = _hop_times(near_tx), _hop_times(far_tx)
+        near_tx, far_tx = _attempts(invites)
+        near = _hop_times(near_tx)
+        far = near if far_tx is near_tx else _hop_times(far_tx)
         req = near_tx.request
         heads = _headers([near_tx, far_tx] if far_tx is not near_tx else [near_tx], opts)
         origins = _origins([near_tx])

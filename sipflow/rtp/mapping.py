@@ -24,6 +24,7 @@ one-way audio).
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -79,18 +80,30 @@ def _announced(calls: list[CallRecord], media: list[CallMedia]) -> AddrTable:
                     key = _split(addr)
                     if key is not None:
                         table.setdefault(key, []).append(Announced(ci, x, ln, side, start, end))
+    for cands in table.values():
+        cands.sort(key=_start)  # stable: ties keep the calls' order
     return table
+
+
+def _start(a: Announced) -> int:
+    return a.start
 
 
 def _pick(cands: list[Announced], st: RtpStream) -> Announced | None:
     """The call whose window holds the stream's start. Ports are reused call after call
     (SIPp, most PBXs): prefer the latest call that had already started (its INVITE before
-    the first packet), and only then one that starts within the slack after it."""
-    live = [a for a in cands if a.start <= st.start <= a.end]
-    begun = [a for a in live if a.start + SLACK <= st.start]
-    if begun:
-        return max(begun, key=lambda a: a.start)
-    return min(live, key=lambda a: a.start) if live else None
+    the first packet), and only then one that starts within the slack after it.
+
+    ``cands`` are in order of start (:func:`_announced`), so both are found by bisection
+    and a short walk: every call of a SIPp run may announce the same address."""
+    t = st.start
+    began = bisect_right(cands, t, key=_start)  # cands[:began] started by t
+    settled = bisect_right(cands, t - SLACK, hi=began, key=_start)  # ... SLACK before t
+    for i in range(settled - 1, -1, -1):  # the latest of those still live
+        if cands[i].end >= t:
+            first = bisect_left(cands, cands[i].start, hi=i, key=_start)
+            return next(a for a in cands[first : i + 1] if a.end >= t)  # first of a tie
+    return next((a for a in cands[settled:began] if a.end >= t), None)
 
 
 def _codec(line: MediaLine, st: RtpStream) -> tuple[str | None, int | None, float | None]:
@@ -103,14 +116,15 @@ def _codec(line: MediaLine, st: RtpStream) -> tuple[str | None, int | None, floa
     return c.encoding, c.clock, line.ptime
 
 
-def _with_clock(st: RtpStream, clock: int | None) -> RtpStream:
-    """The stream's jitter at the negotiated clock, when it was measured at several."""
+def _at_clock(st: RtpStream, clock: int | None) -> dict[str, Any]:
+    """The stream's jitter fields at the negotiated clock, when it was measured at several
+    (else no field: the stream keeps its own)."""
     if clock is None or not st.jitter_by_clock:
-        return st
+        return {}
     for c, jmax, jmean in st.jitter_by_clock:
         if c == clock:
-            return st.evolve(clock=c, clock_known=True, max_jitter_ms=jmax, mean_jitter_ms=jmean)
-    return st
+            return {"clock": c, "clock_known": True, "max_jitter_ms": jmax, "mean_jitter_ms": jmean}
+    return {}
 
 
 def _direction(a: Announced) -> str:
@@ -187,13 +201,14 @@ def map_streams(
 
 
 def _scored(st: RtpStream, a: Announced) -> RtpStream:
-    """The stream with its call, leg, direction, codec, clock and MOS."""
+    """The stream with its call, leg, direction, codec, clock and MOS (one copy)."""
     codec, clock, ptime = _codec(a.line, st)
-    st = _with_clock(st, clock)
+    jitter = _at_clock(st, clock)
+    mean_jitter = jitter.get("mean_jitter_ms", st.mean_jitter_ms)
     rtt = (st.rtcp or {}).get("rtt_ms") or {}
-    score = mos_mod.mos(codec, st.loss_pct, st.mean_jitter_ms, ptime, rtt.get("max"))
+    score = mos_mod.mos(codec, st.loss_pct, mean_jitter, ptime, rtt.get("max"))
     return st.evolve(
-        call=a.call, leg=a.exchange.leg, direction=_direction(a), codec=codec, mos=score
+        call=a.call, leg=a.exchange.leg, direction=_direction(a), codec=codec, mos=score, **jitter
     )
 
 

@@ -133,16 +133,12 @@ class MediaExchange:
     offer_frames: tuple[Ref, ...]
     answer_frames: tuple[Ref, ...]
     lines: tuple[MediaLine, ...]
+    summary_text: str
+    """:meth:`summary`, written once by :func:`media_exchange` (the call's summary, the
+    JSON and the ladder all show it)."""
 
     def summary(self) -> str:
-        if self.status != Status.ANSWERED.value:
-            offered = ", ".join(dict.fromkeys(c.label for ln in self.lines for c in ln.offered))
-            what = f"{self.status} {self.final_status}" if self.final_status else self.status
-            return f"{what} (offered {offered or 'nothing'})"
-        if not self.lines:
-            return "no media streams"
-        accepted = [ln.summary() for ln in self.lines if not ln.rejected]
-        return "; ".join(accepted) if accepted else "all streams rejected"
+        return self.summary_text
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -156,7 +152,7 @@ class MediaExchange:
             "final_status": self.final_status,
             "offer_frames": [_ref_dict(r) for r in self.offer_frames],
             "answer_frames": [_ref_dict(r) for r in self.answer_frames],
-            "summary": self.summary(),
+            "summary": self.summary_text,
             "streams": [ln.to_dict() for ln in self.lines],
         }
 
@@ -275,7 +271,23 @@ def _sdes(osec: MediaSection, asec: MediaSection | None) -> SdesKeys | None:
     return sdes_keys(tuple(a.value for a in osec.attrs("crypto")), answer)
 
 
+def exchange_summary(status: str, final_status: int | None, lines: tuple[MediaLine, ...]) -> str:
+    """One line for an exchange: ``PCMA/8000 20ms, DTMF 101`` per accepted m-line, or why
+    nothing was negotiated."""
+    if status != Status.ANSWERED.value:
+        offered = ", ".join(dict.fromkeys(c.label for ln in lines for c in ln.offered))
+        what = f"{status} {final_status}" if final_status else status
+        return f"{what} (offered {offered or 'nothing'})"
+    if not lines:
+        return "no media streams"
+    accepted = [ln.summary() for ln in lines if not ln.rejected]
+    return "; ".join(accepted) if accepted else "all streams rejected"
+
+
 def media_exchange(ex: Exchange, nearest: bool) -> MediaExchange:
+    status = ex.status.value
+    final_status = ex.final.status if ex.final is not None else None
+    lines = tuple(_line(ex, i) for i in range(len(ex.offer.media)))
     return MediaExchange(
         leg=ex.leg,
         nearest=nearest,
@@ -283,11 +295,12 @@ def media_exchange(ex: Exchange, nearest: bool) -> MediaExchange:
         offer_in=ex.offer_in,
         answer_in=ex.answer_in,
         offerer=ex.offerer.value,
-        status=ex.status.value,
-        final_status=ex.final.status if ex.final is not None else None,
+        status=status,
+        final_status=final_status,
         offer_frames=refs_of(ex.offer_msgs),
         answer_frames=refs_of(ex.answer_msgs),
-        lines=tuple(_line(ex, i) for i in range(len(ex.offer.media))),
+        lines=lines,
+        summary_text=exchange_summary(status, final_status, lines),
     )
 
 

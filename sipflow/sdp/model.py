@@ -808,7 +808,7 @@ def _split_lines(text: str) -> tuple[list[str], list[str]]:
     return texts, eols
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=256)  # a call's hops relay the same bodies; calls seldom repeat another's
 def parse_sdp(data: bytes) -> Sdp:
     """Parse an SDP body. Never raises: what does not follow RFC 8866 is in ``problems``."""
     b = _Builder()

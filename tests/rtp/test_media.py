@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import subprocess
 import wave
@@ -18,7 +19,7 @@ from sipflow.ingest.types import SourceStats
 from sipflow.rtp import mos
 from sipflow.rtp.columns import MediaKind, media_kind
 from sipflow.rtp.dtmf import call_digits, rfc4733_digits, sip_info_digits
-from sipflow.rtp.mapping import map_streams, rtp_rows
+from sipflow.rtp.mapping import NS, SLACK, Announced, _pick, map_streams, rtp_rows
 from sipflow.rtp.rtcp import RR, SR, parse_compound
 from sipflow.rtp.streams import RtpCollector
 
@@ -238,3 +239,28 @@ def test_one_way_audio_detected(tmp_path: Path) -> None:
     assert "rtp.one_way_audio" in codes, codes
     _, _, before = analyse_with_rtp(path)
     assert "rtp.one_way_audio" not in [f.code for f in before]
+
+
+def _pick_by_scan(cands: list[Announced], t: int) -> Announced | None:
+    """The rule of ``mapping._pick`` written out, every candidate looked at."""
+    live = [a for a in cands if a.start <= t <= a.end]
+    begun = [a for a in live if a.start + SLACK <= t]
+    if begun:
+        return max(begun, key=lambda a: a.start)
+    return min(live, key=lambda a: a.start) if live else None
+
+
+def test_stream_picks_its_call_among_many_on_one_address() -> None:
+    """Every call of a SIPp run may announce the same address: the bisection in ``_pick``
+    picks what the rule written out picks (ties, open-ended calls, streams between calls)."""
+    streams, _, _ = analyse_with_rtp(corpus("voipshark__SIP-RTP-Normal_Call_two_parties.pcap"))
+    rng = random.Random(7)
+    starts = sorted(rng.randrange(0, 600) * NS // 10 for _ in range(300))  # ties on purpose
+    cands = [
+        Announced(i, None, None, side, s - SLACK, s + rng.choice((2, 30, 86400)) * NS + SLACK)  # type: ignore[arg-type]
+        for i, s in enumerate(starts)
+        for side in ("offerer", "answerer")
+    ]
+    for t in range(-10 * NS, 70 * NS, NS // 7):
+        st = streams[0].evolve(start=t)
+        assert _pick(cands, st) is _pick_by_scan(cands, t), t
