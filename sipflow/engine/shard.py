@@ -44,10 +44,12 @@ def call_id_of(data: bytes) -> bytes | None:
 
 BUCKETS = 4096
 """Call-IDs hash (CRC-32) into this many buckets; a shard owns a range of them."""
-PACKET_SHARE = 0.15
-"""The part of a whole run the per-packet work (RTP statistics) takes on a capture with
-media (0.6 of 4.1 s CPU on the load capture): shard 0, which does it, takes that much
-less of the Call-IDs so the shards end together."""
+PACKET_SHARE = 0.04
+"""The part of a whole run the per-packet work only shard 0 does (RTP statistics and
+finishing the streams) takes on a capture with media, less what a worker spends sending
+its calls back (pickled): shard 0 takes that much less of the Call-IDs so the shards end
+together. Measured on the load capture (CPU, best of 3, 2026-11-29): with 0.15 shard 0
+took 1.75 s and the worker 2.03 s (+0.14 s to pickle), with 0.0 2.05 s and 1.78 s."""
 
 
 @dataclass(frozen=True, slots=True)
