@@ -282,6 +282,13 @@ def _quality(
     return {"call": ci, "directions": dirs}
 
 
+MIN_JUDGED_NS = 150_000_000
+"""A call whose BYE came less than this after its answer is not judged for one-way or no
+audio: endpoints start sending some tens of milliseconds after the answer or the ACK, and
+a call hung up at once (goffinet's phone-to-phone: 32 ms) would be flagged for media it
+never had time to send. From 150 ms on, seven 20 ms packets at least are due."""
+
+
 def _judge(
     ci: int,
     call: CallRecord,
@@ -292,6 +299,8 @@ def _judge(
 ) -> None:
     if call.answer is None or not cm.exchanges:
         return
+    if call.end is not None and call.end - call.answer < MIN_JUDGED_NS:
+        return  # hung up right after the answer: media may never have started
     near = [x for x in cm.exchanges if x.nearest and x.status == "answered"]
     if not near:
         return

@@ -225,6 +225,16 @@ def test_two_party_call_mapped_both_ways() -> None:
     assert any(q["directions"] for q in quality)
 
 
+def test_a_call_hung_up_at_once_is_not_judged_for_one_way_audio() -> None:
+    """goffinet's phone-to-phone call: BYE 32 ms after the 200, RTP only from the callee
+    in that time; too short to say the caller's audio is missing."""
+    path = corpus("goffinet__sip-phone-to-phone.pcapng")
+    (call,) = analyze([path]).to_dict()["calls"]
+    assert call["outcome"] == "answered" and call["duration_s"] < 0.1
+    trace = analyze([path])
+    assert not [f for f in trace.finding_list if f.code.startswith("rtp.")]
+
+
 def test_one_way_audio_detected(tmp_path: Path) -> None:
     path = corpus("heplify__rtp_rtcp_sip_ipv4_udp.pcap")
     head, recs = read_pcap(path)
