@@ -271,19 +271,29 @@ def _fmtp_text(fmtp: str | None) -> str:
     return fmtp or f"{DEFAULT_EVENTS} (no fmtp)"
 
 
+DTMF_EVENTS = frozenset(range(16))
+"""RFC 4733 §3.2: events 0-15 are the DTMF digits 0-9, *, #, A-D."""
+
+
 def rule_te_mismatch(ex: Exchange) -> list[Finding]:
-    """sdp.telephone_event_mismatch: offer and answer list different event ranges."""
+    """sdp.telephone_event_mismatch: offer and answer list different event ranges; a
+    warning when a DTMF digit (0-15) is missing on one side, else (flash 16, tones 66...)
+    a note."""
     out = []
     for i, o, a in _accepted(ex):
         po, fo = dtmf_of(o)
         pa, fa = dtmf_of(a)
-        if po is None or pa is None or _events(fo) == _events(fa):
+        eo, ea = _events(fo), _events(fa)
+        if po is None or pa is None or eo == ea:
             continue
+        digits = eo is not None and ea is not None and eo & ea >= DTMF_EVENTS
         text = (
             f"m-line {i + 1}: telephone-event fmtp differs: offer {_fmtp_text(fo)}, "
-            f"answer {_fmtp_text(fa)} ({_where(ex)})"
+            f"answer {_fmtp_text(fa)}"
+            f"{'; both carry the DTMF digits 0-15' if digits else ''} ({_where(ex)})"
         )
-        out.append(Finding("sdp.telephone_event_mismatch", W, text, "RFC 4733 §7.1.1", _both(ex)))
+        sev = NOTE if digits else W
+        out.append(Finding("sdp.telephone_event_mismatch", sev, text, "RFC 4733 §7.1.1", _both(ex)))
     return out
 
 

@@ -256,6 +256,7 @@ def test_seed_findings(seed: dict[str, CallMedia]) -> None:
     assert te.code == "sdp.telephone_event_mismatch"
     assert "offer 0-15" in te.message and "answer 0-16" in te.message
     assert [r.frame for r in te.refs] == [69, 543]
+    assert te.severity is Severity.INFO  # only flash (16) differs: every digit travels
 
 
 def test_seed_json_and_rows_carry_no_key(seed: dict[str, CallMedia]) -> None:
@@ -269,3 +270,14 @@ def test_seed_json_and_rows_carry_no_key(seed: dict[str, CallMedia]) -> None:
     assert len(rows) == sum(len(x.lines) for x in out.exchanges) == 4
     assert all(tuple(r) == SDP_COLUMNS and r["call"] == 7 for r in rows)
     assert rows[-2]["suite"] == "AES_CM_256_HMAC_SHA1_80" and rows[-2]["key_salt_len"] == 46
+
+
+def test_telephone_event_mismatch_is_a_warning_only_when_a_digit_is_missing() -> None:
+    flash = media(sdp(m("RTP/AVP", "8 101", *TE, F15)), sdp(m("RTP/AVP", "8 101", *TE, F16)))
+    digits = media(
+        sdp(m("RTP/AVP", "8 101", *TE, F15)), sdp(m("RTP/AVP", "8 101", *TE, "a=fmtp:101 0-11"))
+    )
+    (a,) = [f for f in flash.findings if f.code == "sdp.telephone_event_mismatch"]
+    (b,) = [f for f in digits.findings if f.code == "sdp.telephone_event_mismatch"]
+    assert (a.severity, b.severity) == (Severity.INFO, Severity.WARNING)
+    assert "both carry the DTMF digits" in a.message and "both carry" not in b.message
