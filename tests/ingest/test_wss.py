@@ -15,7 +15,6 @@ does not hold the session, the WSS leg stays hidden with the usual TLS facts.
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
 import os
 import shutil
@@ -43,6 +42,7 @@ from peers.harness import (
     wait_for,
 )
 from peers.sipflow_cli import run_sipflow
+from test_tls import make_cert as make_tls_cert
 
 import sipflow
 from sipflow.findings import Finding
@@ -321,34 +321,9 @@ def client_session(client: WssClient, uas_port: int) -> dict[str, Any]:
 
 
 def make_cert(tmp: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SNI)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    kpath, cpath = tmp / "wss.key", tmp / "wss.crt"
-    kpath.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    cpath.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cpath, kpath
+    """A self-signed certificate for the WSS server name (test_tls's, RSA 2048)."""
+    cert, key, _ = make_tls_cert(tmp, SNI)
+    return cert, key
 
 
 def kamailio_cfg(tmp: Path, udp_port: int, wss_port: int, uas_port: int) -> Path:
