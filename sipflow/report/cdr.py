@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sipflow.report.story import Stories
+from sipflow.rtp.dtmf import call_digits
 from sipflow.sip.message import SipMessage, SipRequest, SipResponse
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ CDR_COLUMNS = (
     "start", "answer", "end", "outcome", "final_code", "final_reason",
     "q850_cause", "q850_text", "sip_reason", "setup_ms", "pdd_ms", "duration_s", "ended_by",
     "codec", "media", "srtp", "srtp_suite", "hops", "legs", "messages", "retransmissions",
-    "auth_challenges", "findings", "rtp_stat", "rtp_lost", "rtp_jitter_ms",
+    "auth_challenges", "findings", "rtp_stat", "rtp_lost", "rtp_jitter_ms", "dtmf",
 )  # fmt: skip
 """Columns of a CDR row, in order (see docs/reports.md)."""
 NER_CODES = frozenset({200, 480, 486, 487, 600, 603})
@@ -193,7 +194,18 @@ def cdr_row(trace: Trace, index: int, stories: Stories | None = None) -> dict[st
         "rtp_stat": stat,
         "rtp_lost": lost,
         "rtp_jitter_ms": jitter,
+        "dtmf": _dtmf(trace, members),
     }
+
+
+def _dtmf(trace: Trace, members: list[int]) -> str | None:
+    """The story's DTMF digits (RFC 4733 and SIP INFO) as its first leg with any saw them."""
+    for i in members:
+        rtp = trace.call_rtp_digits[i] if i < len(trace.call_rtp_digits) else []
+        digits = call_digits(rtp, trace.call_records[i].info_digits)
+        if digits:
+            return digits
+    return None
 
 
 def cdr_rows(trace: Trace) -> list[dict[str, Any]]:

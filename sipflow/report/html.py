@@ -143,6 +143,8 @@ def _info(model: LadderModel, row: dict[str, Any]) -> str:
         parts.append(f"{model.retransmissions} retransmissions")
     if row["media"]:
         parts.append(f"media {row['media']}")
+    if row["dtmf"]:
+        parts.append(f"DTMF {row['dtmf']}")
     if row["q850_cause"] is not None:
         parts.append(f"Q.850 cause {row['q850_cause']} {row['q850_text'] or ''}".strip())
     parts += [f"leg {e}" for e in model.evidence]

@@ -162,3 +162,9 @@ def test_plots_are_svg_with_one_bar_per_item(sample_trace: Trace) -> None:
     bars = [e for e in codes.iter("{http://www.w3.org/2000/svg}rect") if e.get("class") == "bar"]
     assert len(bars) == len(k.codes)
     assert ET.fromstring(bar_svg([], "empty")) is not None
+
+
+def test_dtmf_column(sample_trace: Trace) -> None:
+    """SIPp's first call sends digit 1 as RFC 4733 events (tshark decodes it too, see
+    tests/rtp/test_media.py); the others send none."""
+    assert [r["dtmf"] for r in cdr_rows(sample_trace)] == ["1", None, None, None, None]
