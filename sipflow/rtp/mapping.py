@@ -193,8 +193,12 @@ def map_streams(
         mapped.setdefault(a.call, []).append((st, a))
         if note:
             findings.append(_nat_finding(st, a, note))
+    to: ByDst = {}  # where the mapped streams went, for legs that share media (below)
+    for st in out:
+        if st.call is not None:
+            to.setdefault((st.dst.ip, st.dst.port), []).append(st)
     quality = [
-        _quality(first + i, c, m, mapped.get(i, []), sources_with_rtp, findings)
+        _quality(first + i, c, m, mapped.get(i, []), sources_with_rtp, findings, (i, to))
         for i, (c, m) in enumerate(zip(calls, media, strict=True))
     ]
     return out, quality, findings
@@ -252,6 +256,7 @@ def _quality(
     got: list[tuple[RtpStream, Announced]],
     sources_with_rtp: set[int] | None,
     findings: list[Finding],
+    shared: tuple[int, ByDst] | None = None,
 ) -> dict[str, Any]:
     dirs: dict[str, dict[str, Any]] = {}
     for st, a in got:
@@ -278,8 +283,34 @@ def _quality(
             d["mos"] = round(min(d["mos"] or 5.0, st.mos), 2)
     for d in dirs.values():
         d["loss_pct"] = round(100.0 * d["lost"] / d["expected"], 3) if d["expected"] else 0.0
-    _judge(ci, call, cm, dirs, sources_with_rtp, findings)
+    _judge(ci, call, cm, dirs, sources_with_rtp, findings, shared)
     return {"call": ci, "directions": dirs}
+
+
+ByDst = dict[tuple[str, int], list[RtpStream]]
+"""Mapped streams by destination address."""
+
+
+def _elsewhere(
+    call: CallRecord, line: MediaLine, direction: str, shared: tuple[int, ByDst] | None
+) -> int:
+    """Packets that reached the address this leg's SDP announced for ``direction`` while
+    it was up, on streams mapped to another leg: legs of one call through a B2BUA that
+    re-INVITEs to direct media (Asterisk ``directmedia``) announce the same endpoints, and
+    each stream is mapped to one of them."""
+    if shared is None or call.answer is None:
+        return 0
+    index, to = shared
+    key = _split(line.offer_addr if direction == "to-offerer" else line.answer_addr)
+    if key is None:
+        return 0
+    end = call.end if call.end is not None else float("inf")
+    found = [
+        st
+        for st in to.get(key, [])
+        if st.call != index and st.end >= call.answer and st.start <= end
+    ]
+    return sum(st.packets for st in found)
 
 
 MIN_JUDGED_NS = 150_000_000
@@ -296,6 +327,7 @@ def _judge(
     dirs: dict[str, dict[str, Any]],
     sources_with_rtp: set[int] | None,
     findings: list[Finding],
+    shared: tuple[int, ByDst] | None = None,
 ) -> None:
     if call.answer is None or not cm.exchanges:
         return
@@ -316,7 +348,13 @@ def _judge(
         for r in ("offerer", "answerer")
         if _expects(lines[0], "answerer" if r == "offerer" else "offerer")
     }
-    missing = sorted(w for w in want if w not in dirs)
+    missing = [w for w in sorted(want) if w not in dirs]
+    for w in list(missing):
+        n = _elsewhere(call, lines[0], w, shared)
+        if n:  # a B2BUA's legs with direct media: the stream was mapped to the other leg
+            dirs[w] = {"streams": 0, "packets": n, "one_way": False, "mos": None}
+            dirs[w]["on_other_leg"] = True
+            missing.remove(w)
     if not missing:
         return
     for w in missing:

@@ -235,6 +235,19 @@ def test_a_call_hung_up_at_once_is_not_judged_for_one_way_audio() -> None:
     assert not [f for f in trace.finding_list if f.code.startswith("rtp.")]
 
 
+def test_direct_media_through_a_b2bua_is_not_no_audio() -> None:
+    """Asterisk re-INVITEs both phones to direct media: both legs' SDP announce the phones,
+    each stream is mapped to one leg; the other leg's directions show the packets that
+    reached its announced addresses instead of a false rtp.no_audio."""
+    path = corpus("goffinet__sip-2phones-B2BUA-Asterisk.pcapng")
+    doc = analyze([path]).to_dict()
+    assert not [f for f in doc["findings"] if f["code"] in ("rtp.no_audio", "rtp.one_way_audio")]
+    (call,) = doc["calls"]
+    dirs = call["quality"]["directions"]
+    assert all(d["on_other_leg"] for d in dirs.values())
+    assert sum(d["packets"] for d in dirs.values()) == sum(s["packets"] for s in doc["rtp_streams"])
+
+
 def test_one_way_audio_detected(tmp_path: Path) -> None:
     path = corpus("heplify__rtp_rtcp_sip_ipv4_udp.pcap")
     head, recs = read_pcap(path)
