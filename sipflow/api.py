@@ -196,7 +196,7 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
     return _trace(
         results,
         built,
-        call_records=[c for c, _, _ in calls],
+        call_records=_media_extended([c for c, _, _ in calls], rtp_streams),
         call_media=[m for _, m, _ in calls],
         leg_facts=legs,
         correlation=correlation,
@@ -428,6 +428,14 @@ def _media(
     )
     digits, dtmf_found = calls_rtp_digits(mapped, media)
     return mapped, quality, found + dtmf_found, digits
+
+
+def _media_extended(records: list[CallRecord], streams: list[RtpStream]) -> list[CallRecord]:
+    if not streams:
+        return records
+    from sipflow.rtp.mapping import media_extended
+
+    return media_extended(records, streams)
 
 
 def _channel_events(results: list[SourceResult]) -> list[ChannelEvent]:

@@ -84,7 +84,8 @@ class CallRecord:
     setup_ms: float | None
     pdd_ms: float | None
     duration_s: float | None
-    """2xx to BYE, or to the call's last message when no BYE was seen."""
+    """2xx to BYE, or to the call's last message when no BYE was seen (the analysis then
+    runs it on to the call's last RTP packet when later: ``rtp.mapping.media_extended``)."""
     ended_by: EndedBy
     hops: tuple[str, ...]
     """Distinct ``src -> dst`` paths its INVITE took, in order of appearance."""

@@ -189,7 +189,7 @@ class Finalizer:
 
     def _write(self, keep: list[int], corr: Any, streams: list[RtpStream]) -> None:
         from sipflow.rtp.dtmf import calls_rtp_digits
-        from sipflow.rtp.mapping import map_streams
+        from sipflow.rtp.mapping import map_streams, media_extended
 
         legs = [self._legs[i] for i in keep]
         records = [r for r, _m, _f in legs]
@@ -207,6 +207,7 @@ class Finalizer:
             )
         digits: list[list[Digit]] = []
         if mapped:
+            records = media_extended(records, mapped)
             digits, dtmf_found = calls_rtp_digits(mapped, media)  # call: the batch's index
             found += dtmf_found
         part = subset(corr, keep) if corr is not None else None

@@ -248,6 +248,18 @@ def test_direct_media_through_a_b2bua_is_not_no_audio() -> None:
     assert sum(d["packets"] for d in dirs.values()) == sum(s["packets"] for s in doc["rtp_streams"])
 
 
+def test_a_call_cut_by_the_end_of_the_capture_lasts_as_long_as_its_media() -> None:
+    """heplify's capture ends 26 s into a call, no BYE: its duration runs to the last RTP
+    packet mapped to it, not to its last SIP message 0.05 s after the answer."""
+    path = corpus("heplify__rtp_rtcp_sip_ipv4_udp.pcap")
+    doc = analyze([path]).to_dict()
+    call = doc["calls"][0]
+    assert (call["outcome"], call["ended_by"], call["end"]) == ("answered", "none", None)
+    last = max(s["end"] for s in doc["rtp_streams"] if s["call"] == 0)
+    assert call["duration_s"] == pytest.approx(last - call["answer"], abs=1e-3)
+    assert call["duration_s"] > 20
+
+
 def test_one_way_audio_detected(tmp_path: Path) -> None:
     path = corpus("heplify__rtp_rtcp_sip_ipv4_udp.pcap")
     head, recs = read_pcap(path)
