@@ -208,6 +208,10 @@ TIMEOUTS: dict[tuple[TxKind, TxState], tuple[TxEvent, int, int]] = {
 _FROM_START = frozenset({_E.TIMER_B, _E.TIMER_F})
 # Timers that end a transaction with no final response: the request timed out.
 _TIMEOUT_EVENTS = frozenset({_E.TIMER_B, _E.TIMER_C, _E.TIMER_F})
+LATE_WINDOW = 64 * T1
+"""How long a timed-out transaction's key is kept to name a late response as such."""
+MAX_TIMED_OUT = 4096
+"""At most this many timed-out keys kept (a flood of unanswered requests)."""
 
 
 COMPACT_SLACK = 64
@@ -461,6 +465,7 @@ class TransactionTracker:
         self._open: dict[TxKey, _Tx] = {}
         self._timers: list[tuple[int, int, TxKey, int]] = []
         self._seq = 0
+        self._timed_out: dict[TxKey, tuple[int, str]] = {}  # key -> (time, timer), oldest first
         self.orphan_responses = 0
         self.unmatchable = 0
         self.illegal_transitions = 0
@@ -603,6 +608,9 @@ class TransactionTracker:
         self, key: TxKey, msg: SipResponse, now: int, findings: list[Finding]
     ) -> tuple[Disposition, _Tx | None]:
         tx = self._open.get(key)
+        if tx is None and key in self._timed_out:
+            findings.append(self._late(key, msg, now))
+            return Disposition.ORPHAN_RESPONSE, None
         if tx is None or tx.kind is TxKind.ACK_2XX:
             self.orphan_responses += 1
             findings.append(
@@ -687,9 +695,31 @@ class TransactionTracker:
             self._apply(tx, event, None, deadline, findings)
             if event in _TIMEOUT_EVENTS and tx.state is TxState.TERMINATED:
                 findings.append(_finding_timeout(tx, event))
+                self._remember_timeout(key, deadline, event.value)
             if tx.state is TxState.TERMINATED:
                 finished.append(self._release(tx, event.value))
         return finished, findings
+
+    def _remember_timeout(self, key: TxKey, at: int, timer: str) -> None:
+        """Keep a timed-out client transaction's key for LATE_WINDOW, so a response that
+        comes after all is named as late, not as a response to nothing; bounded by time
+        and by MAX_TIMED_OUT."""
+        timed_out = self._timed_out
+        timed_out[key] = (at, timer)
+        while timed_out:
+            oldest = next(iter(timed_out))
+            if timed_out[oldest][0] >= at - LATE_WINDOW and len(timed_out) <= MAX_TIMED_OUT:
+                break
+            del timed_out[oldest]
+
+    def _late(self, key: TxKey, msg: SipResponse, now: int) -> Finding:
+        at, timer = self._timed_out[key]
+        late = (now - at) / (1000 * MS)
+        text = (
+            f"{msg.status} response to {key.method} came {late:.1f} s after its transaction"
+            f" had timed out ({timer}): no client transaction was left to take it"
+        )
+        return _finding("sip.late_response", Severity.WARNING, msg, text, "RFC 3261 §17.1.2.2")
 
     def _release(self, tx: _Tx, why: str) -> TransactionRecord:
         self._open.pop(tx.key, None)

@@ -322,3 +322,22 @@ def test_timer_heap_stays_bounded_by_open_transactions() -> None:
     assert findings == [] and t.open_count() == 0 and t.held_timers() == 0
     assert len(records) == 600 and {r.ended for r in records} == {"timer-d"}
     assert {r.final_status for r in records} == {486}
+
+
+def test_a_response_after_timer_f_is_late_not_an_orphan() -> None:
+    """sngrep's aaa capture: a CANCEL's 408 comes 33 s after the CANCEL, 1 s after Timer F
+    ended its transaction: one timeout and one late response, no orphan."""
+    from pathlib import Path
+
+    from sipflow.api import analyze
+
+    path = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "pcaps" / "sngrep__aaa.pcap"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (shared corpus not available)")
+    findings = analyze([path]).finding_list
+    (late,) = [f for f in findings if f.code == "sip.late_response"]
+    assert late.message.startswith("408 response to CANCEL came 1.0 s after")
+    assert late.refs and not [f for f in findings if f.code == "sip.orphan_response"]
+    assert [f.code for f in findings if f.code == "sip.non_invite_timeout"] == [
+        "sip.non_invite_timeout"
+    ]
