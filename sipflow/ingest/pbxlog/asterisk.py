@@ -15,11 +15,15 @@ follows unprefixed; its body is cut by Content-Length (chan_sip also ends a dump
 ``<------------->`` line, which is consumed). chan_sip does not log the transport of sent
 messages; UDP is assumed (the message's Via still tells). Timestamps come from the
 bracketed prefix of the nearest line above; the ``[Jan 22 13:35:21]`` form has no year and
-is read in 1970.
+is read in the log's year (:class:`~sipflow.ingest.pbxlog.common.YearRef`). A line that
+names no channel (``[C-0000001f] ... AST hangup cause 16``) belongs to the channel last
+named under its call tag. ``logger.conf`` ``format=json`` records are matched on their
+``logmsg.message`` with the ANSI colour codes removed.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 from sipflow.ingest.pbxlog.common import Head, Spec, host_port, iso_ts, syslog_ts, transport_of
@@ -71,6 +75,7 @@ _SCAN = (
     "hangup cause",
 )
 _CALL_TAG = re.compile(r"\[(C-[0-9a-f]+)\]")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _addr(text: str) -> str:
@@ -116,19 +121,37 @@ def line_ts(line: str) -> int | None:
     return iso_ts(stamp) if stamp[:1].isdigit() else syslog_ts(stamp)
 
 
-def event(line: str, number: int) -> ChannelEvent | None:
-    """An Asterisk channel line (see ``_PATTERNS``), or None."""
+def _message(line: str) -> str:
+    """The text of a log line: a ``format=json`` record's ``logmsg.message`` without its
+    ANSI colour codes, else the line itself."""
+    if not line.startswith('{"'):
+        return line
+    try:
+        record = json.loads(line)
+        text = record["logmsg"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return line
+    return _ANSI.sub("", text).rstrip("\n") if isinstance(text, str) else line
+
+
+def event(line: str, number: int, tags: dict[str, str] | None = None) -> ChannelEvent | None:
+    """An Asterisk channel line (see ``_PATTERNS``), or None. ``tags`` maps a call tag
+    (``[C-0000001f]``) to the channel last named under it, for lines that name no channel
+    (``AST hangup cause 16``); it is filled as lines are read."""
     if _KEYWORDS.search(line) is None:
         return None
+    tag = _CALL_TAG.search(line)
+    text = _message(line)
     for kind, pattern in _PATTERNS:
-        m = pattern.search(line)
+        m = pattern.search(text)
         if m is None:
             continue
         g = m.groupdict()
         channel = g.get("ch")
         if channel is None:
-            tag = _CALL_TAG.search(line)
-            channel = tag[1] if tag else "unknown"
+            channel = (tags or {}).get(tag[1], tag[1]) if tag else "unknown"
+        elif tag and tags is not None:
+            tags[tag[1]] = channel
         new = g.get("new")
         if kind is EventKind.APP_EXEC:
             new = f"{g['app']}({g['args']})"
@@ -139,12 +162,13 @@ def event(line: str, number: int) -> ChannelEvent | None:
 
 
 def _spec(name: str) -> Spec:
+    tags: dict[str, str] = {}  # per log: call tag -> channel
     return Spec(
         name=name,
         header=header,
         end=re.compile(r"^\s*<-{3,}>\s*$"),
         record=_RECORD,
-        event=event,
+        event=lambda line, number: event(line, number, tags),
         line_ts=line_ts,
         local_name="asterisk",
         scan=_SCAN,

@@ -292,6 +292,7 @@ class Engine:
     items: list[tuple[int, int, LogMessage | ChannelEvent]] = field(default_factory=list)
     heads: list[Head | None] = field(default_factory=list)
     last_ts: int | None = None
+    seen_ts: int | None = None  # the time last given to a message or event
     last_line: int = -1
     last_end: int = -1
     last_head: Head | None = None
@@ -357,12 +358,14 @@ class Engine:
 
     def ts_at(self, i: int) -> int:
         """Time of line ``i``: its own date, else the nearest dated line above it (not
-        further back than the last message nor 200 lines), else the last message's time."""
+        further back than the last message nor 200 lines), else the time last given to a
+        message or event above it (a long run of undated lines keeps the time before it)."""
         if self.spec.line_ts is not None:
             found = self._dated_above(i, max(self.last_line, i - 200))
             if found is not None:
+                self.seen_ts = found
                 return found
-        return self.last_ts or 0
+        return self.seen_ts if self.seen_ts is not None else self.last_ts or 0
 
     def _dated_above(self, i: int, bound: int) -> int | None:
         """Time of the nearest dated line in ``(bound, i]``, or None. The lines a previous
@@ -475,13 +478,21 @@ class Engine:
             if not marked and START.match(text.strip()):
                 break
             out.append(_unindent(text, indent))
-            size += len(out[-1]) + 2
+            size += len(out[-1]) + 1
             k += 1
             if not marked and clen is not None and size >= clen:
-                break
+                break  # even with LF line ends the body is complete
+        exact = False
+        if not marked and clen:
+            keep = _body_lines(out, clen)
+            exact = clen in _sizes(out, keep)
+            k -= len(out) - keep
+            del out[keep:]
+        if k >= n and clen and max(_sizes(out, len(out))) < clen:
+            self.stats.skipped["truncated_messages"] += 1  # the log ends inside the body
         if self.spec.end is not None and k < n and self.spec.end.match(lines[k]):
             k += 1
-        while out and not out[-1].strip():
+        while out and not exact and not out[-1].strip():
             out.pop()
         return k
 
@@ -526,7 +537,7 @@ class Engine:
 
     def time_of(self, i: int, head: Head) -> int:
         ts = self._time_of(i, head)
-        self.last_ts, self.last_line = ts, i
+        self.last_ts, self.seen_ts, self.last_line = ts, ts, i
         return ts
 
     def _time_of(self, i: int, head: Head) -> int:
@@ -586,6 +597,27 @@ def _unindent(line: str, indent: int) -> str:
     if indent and line[:indent].strip() == "":
         return line[indent:]
     return line.lstrip(" \t") if indent else line
+
+
+def _sizes(body: list[str], lines: int) -> set[int]:
+    """Byte sizes of the first ``lines`` body lines joined as :func:`_assemble` may join
+    them: CRLF or LF after each line, with or without a final one."""
+    chars = sum(len(x.encode("utf-8", "surrogateescape")) for x in body[:lines])
+    return {chars + 2 * lines, chars + 2 * lines - 2, chars + lines, chars + lines - 1}
+
+
+def _body_lines(body: list[str], clen: int) -> int:
+    """How many of ``body``'s lines make Content-Length bytes (RFC 3261 §20.14): the fewest
+    whose size in one line-end form is exactly ``clen``, else the fewest that reach it with
+    CRLF line ends, else all (a cut body)."""
+    chars, reach = 0, 0
+    for lines, line in enumerate(body, 1):
+        chars += len(line.encode("utf-8", "surrogateescape"))
+        if clen in (chars + 2 * lines, chars + 2 * lines - 2, chars + lines, chars + lines - 1):
+            return lines
+        if not reach and chars + 2 * lines >= clen:
+            reach = lines
+    return reach or len(body)
 
 
 def content_length(heads: list[str]) -> int | None:

@@ -1,7 +1,8 @@
 """The log engine's shared parts (sipflow.ingest.pbxlog.common).
 
 The time of an undated line (a channel-state line inside a FreeSWITCH dump) is the time of
-the nearest dated line above it, not further back than the last message nor 200 lines.
+the nearest dated line above it, not further back than the last message nor 200 lines,
+else the time last given to a message or event above it.
 The engine remembers what its last look-up scanned (one read of each line instead of one
 per event); these tests hold it to the plain definition, on random line patterns and on a
 real FreeSWITCH debug log whose events are mostly undated.
@@ -34,8 +35,9 @@ def plain_ts_at(eng: common.Engine, i: int) -> int:
     for x in range(i, max(eng.last_line, i - 200), -1):
         ts = line_ts(lines[x])
         if ts is not None:
+            eng.seen_ts = ts
             return ts
-    return eng.last_ts or 0
+    return eng.seen_ts if eng.seen_ts is not None else eng.last_ts or 0
 
 
 def _engine(lines: list[str]) -> common.Engine:
