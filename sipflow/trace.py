@@ -149,9 +149,15 @@ class ChannelIndex:
         """Per channel tied to one of ``call_ids``, in order of its first state event."""
         if not self._states:
             return []  # no PBX log among the sources (nearly always)
-        keys = {k for cid in set(call_ids) for k in self._by_call.get(cid, ())}
-        found = sorted(self._states[k] for k in keys if k in self._states)
-        return [{"channel": ch, "uuid": uuid, "states": list(st)} for _, ch, uuid, st in found]
+        tied: dict[_ChannelKey, str] = {}  # channel -> the first of call_ids it is tied to
+        for cid in call_ids:
+            for k in self._by_call.get(cid, ()):
+                tied.setdefault(k, cid)
+        found = sorted((self._states[k], tied[k]) for k in tied if k in self._states)
+        return [
+            {"channel": ch, "uuid": uuid, "call_id": cid, "states": list(st)}
+            for (_, ch, uuid, st), cid in found
+        ]
 
 
 def _leg_summary(d: dict[str, Any]) -> dict[str, Any]:

@@ -72,6 +72,7 @@ def test_channel_states_on_each_leg(doc: dict) -> None:
     a, b = doc["calls"][0]["channels"]
     assert a["uuid"] == "a8a2003f-5755-40fe-ab63-aab2f5264886"
     assert b["uuid"] == "cc1ae238-9efd-4f51-93e9-05abd48bea4d"
+    assert (a["call_id"], b["call_id"]) == tuple(doc["calls"][0]["call_ids"])  # a-leg, b-leg
     assert a["states"][:3] == [
         "sofia_state:100->received",
         "state_change:CS_NEW->CS_INIT",

@@ -81,7 +81,8 @@ def channel_lines(doc: dict[str, Any]) -> list[str]:
         for ch in c.get("channels") or ():
             if not out:
                 out = ["", "Channel states (PBX log)"]
-            out.append(f"  {c['call_ids'][0]}  {ch['channel']}  uuid {ch['uuid'] or '-'}")
+            cid = ch.get("call_id") or c["call_ids"][0]
+            out.append(f"  {cid}  {ch['channel']}  uuid {ch['uuid'] or '-'}")
             out.append("    " + ", ".join(ch["states"]))
     return out
 
