@@ -252,9 +252,11 @@ def parse_fingerprint(value: str) -> Fingerprint:
 
 
 def is_dtls_proto(proto: str) -> bool:
-    """UDP/TLS/RTP/SAVP(F) and TCP/DTLS/... (RFC 5764 §8, RFC 7850)."""
+    """UDP/TLS/RTP/SAVP(F), TCP/TLS/RTP/SAVP(F) and TCP/DTLS/... (RFC 5764 §8, RFC 7850;
+    UDP/DTLS/SCTP, RFC 8841). Not MSRP over TLS (``TCP/TLS/MSRP``, RFC 4975 §8.1: TLS on its
+    TCP connection, no DTLS-SRTP)."""
     up = proto.upper()
-    return "/TLS/" in up or "DTLS" in up
+    return "/TLS/RTP/" in up or "DTLS" in up
 
 
 def is_secure_proto(proto: str) -> bool:

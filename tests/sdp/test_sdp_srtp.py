@@ -89,3 +89,37 @@ def test_setup_answer_table() -> None:
     assert SETUP_ANSWERS[SetupRole.ACTPASS] == {SetupRole.ACTIVE, SetupRole.PASSIVE}
     assert SetupRole.ACTIVE not in SETUP_ANSWERS[SetupRole.ACTIVE]
     assert SetupRole.ACTPASS not in set().union(*SETUP_ANSWERS.values())
+
+
+def test_dtls_profiles_are_rtp_and_sctp_over_dtls_not_msrp_over_tls() -> None:
+    from sipflow.sdp.srtp import is_dtls_proto
+
+    for proto in ("UDP/TLS/RTP/SAVPF", "UDP/TLS/RTP/SAVP", "TCP/TLS/RTP/SAVP", "UDP/DTLS/SCTP"):
+        assert is_dtls_proto(proto), proto
+    for proto in ("TCP/TLS/MSRP", "TCP/MSRP", "RTP/SAVP", "RTP/AVP"):
+        assert not is_dtls_proto(proto), proto
+
+
+def test_msrp_over_tls_gets_no_dtls_fingerprint_finding() -> None:
+    """Blink's chat over MSRP (m=message ... TCP/TLS/MSRP, RFC 4975) in its SIP trace: 25
+    sdp.dtls_fingerprint errors before, as if it were DTLS-SRTP."""
+    from pathlib import Path
+
+    from sipflow.api import analyze
+
+    log = (
+        Path(__file__).resolve().parents[3]
+        / "shared/corpus/logs/blink_sip_client_trace_tls_publish_invite_msrp.log"
+    )
+    if not log.exists():
+        pytest.skip(f"{log} is absent (shared corpus not available)")
+    trace = analyze([log])
+    assert not [f for f in trace.finding_list if f.code == "sdp.dtls_fingerprint"]
+    msrp = [
+        ln
+        for m in trace.call_media
+        for x in m.exchanges
+        for ln in x.lines
+        if ln.offer_proto == "TCP/TLS/MSRP"
+    ]
+    assert msrp and all(ln.srtp.value == "none" for ln in msrp)
