@@ -212,9 +212,6 @@ def _analyze(sources: Iterable[str | Path], options: Options | None) -> Trace:
 def _trace(results: list[SourceResult], built: Built, **parts: Any) -> Trace:
     """A Trace of the sources read and what was counted; ``parts``: calls, findings, media."""
     counts = built.counts
-    for r in results:  # decrypted TLS that is not SIP (``tls_not_sip``) is skipped too
-        r.stats.skipped.update(r.tls.skipped)
-        r.tls.skipped.clear()
     return Trace(
         sources=[r.stats for r in results],
         counts_requests=dict(counts.requests),

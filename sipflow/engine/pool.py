@@ -187,14 +187,10 @@ class FinishedRtp(RtpCollector):
     def __init__(self, done: RtpCollector) -> None:
         super().__init__()
         self.counts = done.counts
-        self._streams = done.finish()
-        self._events = {s.id: done.events(s.id) for s in self._streams}
+        self._streams = done.finish()  # each with its DTMF packets (RtpStream.events)
 
     def finish(self) -> list[RtpStream]:
         return list(self._streams)
-
-    def events(self, stream_id: int) -> list[tuple[int, int, int, int, int, int, bytes]]:
-        return list(self._events[stream_id])
 
 
 class FinishedTls(TlsStats):
@@ -203,7 +199,6 @@ class FinishedTls(TlsStats):
 
     def __init__(self, done: TlsStats) -> None:
         super().__init__()
-        self.skipped = done.skipped
         self._sessions = done.tls_sessions
 
     @property

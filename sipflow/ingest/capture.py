@@ -106,7 +106,9 @@ def read_capture(
     stats.format = cap.format
     try:
         pipeline = _Pipeline(cap, source, stats, findings, media_sink)
-        pipeline.tls = TlsFollower(tls, tls_stats, source, findings, classify.looks_like_sip)
+        pipeline.tls = TlsFollower(
+            tls, tls_stats, source, findings, classify.looks_like_sip, stats.skipped
+        )
         pipeline.on_chunk = on_chunk
         yield from pipeline.run()
     finally:

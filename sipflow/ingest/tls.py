@@ -20,6 +20,7 @@ The public names stay importable from here.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -92,7 +93,8 @@ class TlsFollower:
     Cleartext that starts with a WebSocket upgrade comes out as one ``Transport.WSS``
     Datagram per message; other cleartext as ``Transport.TLS`` stream bytes. Cleartext (or
     a first WebSocket message) that does not start like SIP marks the session
-    ``carries_sip=False`` and is counted in ``stats.skipped["tls_not_sip"]`` instead of
+    ``carries_sip=False`` and is counted in ``skipped["tls_not_sip"]`` (the source's skip
+    counts) instead of
     being framed as SIP. WebSocket damage gives ``ingest.websocket`` findings, as on TCP.
     """
 
@@ -103,8 +105,10 @@ class TlsFollower:
         source: int,
         findings: list[Finding],
         is_sip: Callable[[bytes], bool] | None = None,
+        skipped: Counter[str] | None = None,
     ) -> None:
         self.keys = keys or TlsKeys()
+        self.skipped: Counter[str] = skipped if skipped is not None else Counter()
         self.any_port = keys is not None
         self.stats = stats if stats is not None else TlsStats()
         self.source, self.findings = source, findings
@@ -169,7 +173,7 @@ class TlsFollower:
                 yield Datagram(side.src, side.dst, _SECURE[p.transport], p.payload, p.frames,
                                p.ts, side.source, side.stream)  # fmt: skip
             else:
-                self.stats.skipped["tls_not_sip"] += 1
+                self.skipped["tls_not_sip"] += 1
 
     def _sip(self, dec: TlsDecoder, data: bytes) -> bool:
         if dec.carries_sip is None:

@@ -9,7 +9,6 @@ resumed TLS <= 1.2 sessions decrypt.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -162,7 +161,6 @@ class TlsStats:
     def __init__(self) -> None:
         self.decoders: list[TlsDecoder] = []
         self.session_cache: dict[bytes, bytes] = {}
-        self.skipped: Counter[str] = Counter()
 
     @property
     def tls_sessions(self) -> list[TlsSessionFacts]:

@@ -120,7 +120,7 @@ class RtpStream:
     events: tuple[tuple[int, int, int, int, int, int, bytes], ...] = field(
         default=(), repr=False, compare=False
     )
-    """The packets shaped like RFC 4733 telephone-events (:meth:`RtpCollector.events`),
+    """The packets shaped like RFC 4733 telephone-events (``_Meta.events``),
     for the DTMF digits once the stream is mapped to its SDP (:mod:`sipflow.rtp.dtmf`)."""
 
     @property
@@ -272,7 +272,6 @@ class RtpCollector:
         self.announced = AnnouncedMedia()
         """RTP addresses the SIP read so far announced (found even where content is not)."""
         self._ep: dict[tuple[bytes, int, int], Endpoint] = {}
-        self._public: dict[int, int] = {}
         self._keys: list[tuple[int, ...]] = []
         """The ``_ids`` key of each stream (same index as ``_meta``)."""
         self._next_id = 0
@@ -408,7 +407,6 @@ class RtpCollector:
         base = self._next_id
         if advance:
             self._next_id += len(order)
-        self._public = {base + rank: gid for rank, gid in enumerate(order)}
         return [self._stream(gid, base + rank) for rank, gid in enumerate(order)]
 
     def release(self, idle_before: int) -> list[RtpStream]:
@@ -425,7 +423,6 @@ class RtpCollector:
         if not done:
             return []
         out = self._finished(done)
-        self._public = {}  # released streams carry their DTMF packets (RtpStream.events)
         for gid in done:
             m = self._meta[gid]
             self._rtcp.drop(m.ssrc, m.src.ip, m.dst.ip)
@@ -437,11 +434,6 @@ class RtpCollector:
         if len(self._ep) > MAX_ENDPOINTS:
             self._ep.clear()  # a cache of address texts; rebuilt as packets come
         return out
-
-    def events(self, stream_id: int) -> list[tuple[int, int, int, int, int, int, bytes]]:
-        """The telephone-event-shaped packets kept for one stream (``RtpStream.id``) -
-        see ``_Meta.events``; call after :meth:`finish`."""
-        return list(self._meta[self._public[stream_id]].events)
 
     def _stream(self, gid: int, rank: int) -> RtpStream:
         a, m = self._a.i, self._meta[gid]

@@ -514,6 +514,8 @@ def test_json_counts_equal_tshark_and_the_call_has_both_legs(wss: WssRun) -> Non
         "skipped_bytes": 0,
     }
     assert (http["carries_sip"], http["websocket"]) == (False, None)
+    # the HTTPS GET and its 404: decrypted, not SIP, counted with the source's other skips
+    assert out["sources"][0]["skipped"]["tls_not_sip"] == 2
     activity = {a["method"]: a for a in out["activity"]}
     assert activity["REGISTER"]["responses"] == {"200": 1}
     assert activity["OPTIONS"]["responses"] == {"200": 4}
@@ -673,18 +675,20 @@ class MemoryTls:
         (self.c if client else self.s).write(data)
         self.pump()
 
-    def follow(self, upto: int | None = None) -> tuple[list[Datagram], TlsStats, list[Finding]]:
+    def follow(
+        self, upto: int | None = None
+    ) -> tuple[list[Datagram], TlsStats, list[Finding], Counter[str]]:
         from sipflow.ingest import classify
         from sipflow.ingest.keylog import parse_keylog
         from sipflow.ingest.tls import TlsFollower
 
         findings: list[Finding] = []
-        stats = TlsStats()
+        stats, skipped = TlsStats(), Counter[str]()
         keys = TlsKeys(parse_keylog(self.keylog.read_bytes()))
-        follower = TlsFollower(keys, stats, 0, findings, classify.looks_like_sip)
+        follower = TlsFollower(keys, stats, 0, findings, classify.looks_like_sip, skipped)
         follower.open(CLIENT, SERVER)
         out = list(follower.route(self.wire[:upto])) + list(follower.flush())
-        return out, stats, findings
+        return out, stats, findings, skipped
 
 
 @pytest.fixture
@@ -701,7 +705,7 @@ def test_wss_messages_and_damage_through_the_follower(mem: MemoryTls) -> None:
     mem.send(True, ws_frame(b"", opcode=0x9) + ws_frame(REGISTER[50:], opcode=0x0))
     whole = len(mem.wire)
     mem.send(False, server_frame(OK)[:20])  # the capture ends inside this message
-    out, stats, findings = mem.follow()
+    out, stats, findings, skipped = mem.follow()
     assert [(d.transport, d.src, d.payload) for d in out] == [
         (Transport.WSS, CLIENT, REGISTER),
         (Transport.WSS, SERVER, OK),
@@ -721,9 +725,9 @@ def test_wss_messages_and_damage_through_the_follower(mem: MemoryTls) -> None:
         "handshake_bytes": len(UPGRADE) + len(SWITCH),
         "skipped_bytes": 1 + 20,
     }
-    assert not stats.skipped
+    assert not skipped
     # cut before the 101: the client's messages are there, the server's side has none
-    out, stats, findings = mem.follow(upto=whole - 4)
+    out, stats, findings, skipped = mem.follow(upto=whole - 4)
     assert [(d.transport, d.payload) for d in out] == [(Transport.WSS, REGISTER)]
 
 
@@ -731,16 +735,16 @@ def test_websocket_that_is_not_sip_and_plain_sip_over_tls(mem: MemoryTls, tmp_pa
     mem.send(True, UPGRADE)
     mem.send(False, SWITCH)
     mem.send(True, ws_frame(b'{"janus":"create"}') + ws_frame(b'{"janus":"attach"}'))
-    out, stats, findings = mem.follow()
+    out, stats, findings, skipped = mem.follow()
     assert out == [] and findings == []
     (s,) = stats.tls_sessions
     assert (s.carries_sip, s.websocket is not None) == (False, True)
-    assert stats.skipped == Counter({"tls_not_sip": 2})
+    assert skipped == Counter({"tls_not_sip": 2})
     other = MemoryTls(tmp_path / "plain")  # SIP over TLS: stream bytes, as before
     other.send(True, REGISTER[:10])
     other.send(True, REGISTER[10:])
     other.send(False, OK)
-    out, stats, findings = other.follow()
+    out, stats, findings, skipped = other.follow()
     assert [(d.transport, d.payload) for d in out] == [
         (Transport.TLS, REGISTER[:10]),
         (Transport.TLS, REGISTER[10:]),

@@ -36,9 +36,9 @@ def corpus(name: str) -> Path:
 
 def test_rfc4733_digit_with_repeated_end_packets() -> None:
     path = corpus("sipp__dtmf_2833_1.pcap")
-    streams, col = collect(path)
+    streams, _ = collect(path)
     (s,) = streams
-    (d,) = rfc4733_digits(col.events(s.id), pt=None)
+    (d,) = rfc4733_digits(s.events, pt=None)
     assert d.digit == "1"
     assert d.end_seen and d.end_packets == 3  # RFC 4733 §2.5.1.4: end sent three times
     assert d.packets == 8  # distinct sequence numbers: the repeated end counted once
@@ -48,8 +48,8 @@ def test_rfc4733_digit_with_repeated_end_packets() -> None:
 
 def test_rfc4733_digits_in_a_call() -> None:
     path = corpus("sipnab__SIP_DTMF2.cap")
-    streams, col = collect(path)
-    events = [d for s in streams for d in rfc4733_digits(col.events(s.id), pt=96)]
+    streams, _ = collect(path)
+    events = [d for s in streams for d in rfc4733_digits(s.events, pt=96)]
     assert len(events) >= 5
     assert all(d.end_seen for d in events)
     assert sum(d.packets + d.end_packets - 1 for d in events) <= 35  # tshark: 35 rtpevents
