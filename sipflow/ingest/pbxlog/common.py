@@ -275,6 +275,10 @@ class Spec:
     runs in C, str.find). A literal starting with a newline matches at a line start.
     None: look at every line."""
     local_name: str = "local"
+    wrap: int | None = None
+    """The log cuts lines at this many characters and goes on at column 0 on the next
+    line (Avaya IP Office's monitor at 255): inside an indented message such a line is
+    the rest of the line above, not a header of its own."""
 
 
 _SEP = re.compile(r"^\s*(?:-{8,}|={8,}|<-{3,}>)\s*$")
@@ -455,9 +459,17 @@ class Engine:
                 return k + 1, True
             if START.match(text.strip()):  # a new message without an empty line before
                 return k, False
-            out.append(_unindent(text, indent))
+            if out and self._wrapped(lines[k - 1], text, indent):
+                out[-1] += text
+            else:
+                out.append(_unindent(text, indent))
             k += 1
         return k, False
+
+    def _wrapped(self, above: str, line: str, indent: int) -> bool:
+        """``line`` is the rest of ``above``, cut by the log at ``spec.wrap`` characters."""
+        wrap = self.spec.wrap
+        return wrap is not None and indent > 0 and len(above) >= wrap and line[:1] not in " \t"
 
     def _body(
         self, k: int, head: Head, indent: int, heads: list[str], out: list[str], marked: bool

@@ -118,6 +118,7 @@ def ipo_spec() -> Spec:
         header=ipo_header,
         record=re.compile(r"^\s*\d+mS "),
         local_name="ipo",
+        wrap=255,
         scan=("mS SIP ", "SIP/2.0"),
     )
 

@@ -15,6 +15,7 @@ headers, pjsip ``RX|TX N bytes``, Blink ``-(SIP over``, IPO ``mS SIP (Rx|Tx)``, 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,23 @@ def test_freeswitch_110_channels_match_grep() -> None:
     assert len(changes) == sum(
         " State Change CS_" in line and " -> " in line for line in text.splitlines()
     )
+
+
+def test_avaya_ipo_wrapped_headers_are_joined() -> None:
+    """IP Office's monitor cuts lines at 255 characters and goes on at column 0; the cut
+    Proxy-Authorization headers come out whole (seven in this log, none malformed)."""
+    path = _logs() / "avaya_IPO_Monitor_Detail_Out.log"
+    raw = path.read_text("utf-8").splitlines()
+    long = [i for i, line in enumerate(raw) if len(line) == 255]
+    # the rest of a cut monitor line (not a message line) is a new record: "3309494088mS ..."
+    cut = [i for i in long if not re.match(r"\d+mS ", raw[i + 1])]
+    assert len(long) == 10 and len(cut) == 7
+    assert all(raw[i + 1][:1] not in (" ", "") for i in cut)
+    expected = sorted((raw[i] + raw[i + 1]).strip() for i in cut)
+    items = read_log(str(path), 0, SourceStats(str(path)), [])
+    msgs = [parse_message(i.data, i.origin) for i in items if isinstance(i, LogMessage)]
+    assert not any(m.problems for m in msgs)
+    auth = sorted(
+        f"Proxy-Authorization: {v}" for m in msgs for v in m.headers.get_all("Proxy-Authorization")
+    )
+    assert auth == expected
