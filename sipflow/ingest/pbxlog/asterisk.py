@@ -75,6 +75,11 @@ _SCAN = (
     "hangup cause",
 )
 _CALL_TAG = re.compile(r"\[(C-[0-9a-f]+)\]")
+_LEVEL = re.compile(r'^\[[^\]]*\] (\w+)\[|"level":"(\w+)"')
+REPEAT_LINES = 3
+"""Asterisk logs some channel lines at two levels, one after the other (``DEBUG ... Spawn
+extension (ivrmenu,1,4) exited`` then ``VERBOSE ... (ivrmenu, 1, 4)``): the same event on
+another level within this many lines is the same event, not a second one."""
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -161,14 +166,53 @@ def event(line: str, number: int, tags: dict[str, str] | None = None) -> Channel
     return None
 
 
+def _level(line: str) -> str | None:
+    m = _LEVEL.search(line)
+    return (m[1] or m[2]) if m else None
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return (a or "").replace(" ", "") == (b or "").replace(" ", "")
+
+
+class _Events:
+    """Channel lines of one log, each event once: a line repeating the event just read for
+    its channel on another log level (:data:`REPEAT_LINES`) gives none (the engine counts
+    it with the other lines it does not use)."""
+
+    def __init__(self) -> None:
+        self.tags: dict[str, str] = {}  # call tag -> channel last named under it
+        self.last: dict[str, tuple[ChannelEvent, str | None]] = {}  # channel -> event, level
+
+    def __call__(self, line: str, number: int) -> ChannelEvent | None:
+        ev = event(line, number, self.tags)
+        if ev is None:
+            return None
+        level = _level(line)
+        prev = self.last.get(ev.channel)
+        self.last[ev.channel] = (ev, level)
+        if prev is not None and self._repeats(prev[0], prev[1], ev, level):
+            return None
+        return ev
+
+    @staticmethod
+    def _repeats(a: ChannelEvent, a_level: str | None, b: ChannelEvent, level: str | None) -> bool:
+        return (
+            a.kind is b.kind
+            and a_level != level
+            and b.line - a.line <= REPEAT_LINES
+            and _same(a.old, b.old)
+            and _same(a.new, b.new)
+        )
+
+
 def _spec(name: str) -> Spec:
-    tags: dict[str, str] = {}  # per log: call tag -> channel
     return Spec(
         name=name,
         header=header,
         end=re.compile(r"^\s*<-{3,}>\s*$"),
         record=_RECORD,
-        event=lambda line, number: event(line, number, tags),
+        event=_Events(),
         line_ts=line_ts,
         local_name="asterisk",
         scan=_SCAN,

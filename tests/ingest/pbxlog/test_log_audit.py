@@ -91,6 +91,22 @@ def test_asterisk_json_log_gives_the_events_of_the_text_log() -> None:
     assert [(e.line, e.kind, e.channel, e.new) for e in json_events] == key
 
 
+def test_asterisk_event_logged_at_two_levels_is_one_event() -> None:
+    """``DEBUG ... Spawn extension (ivrmenu,1,4) exited non-zero on 'PJSIP/1001-0000001e'``
+    and the ``VERBOSE`` line after it (``(ivrmenu, 1, 4)``) are one hangup: each exit
+    location gives one event, counted against the VERBOSE lines alone."""
+    path = _corpus("asterisk18_full_debug_register_invite_ivr.log")
+    lines = path.read_text("utf-8").splitlines()
+    spawn = [line for line in lines if "Spawn extension" in line]
+    verbose = [line for line in spawn if "] VERBOSE[" in line]
+    assert len(spawn) == 6 and len(verbose) == 3
+    exits = [e for e in _asterisk_events(path.name) if e.kind is EventKind.HANGUP and e.old]
+    assert len(exits) == len(verbose)
+    assert [e.line for e in exits] == [
+        n for n, line in enumerate(lines, 1) if "Spawn extension" in line and "] DEBUG[" in line
+    ]
+
+
 @pytest.mark.parametrize(
     "name",
     [
