@@ -363,13 +363,28 @@ class Engine:
     def ts_at(self, i: int) -> int:
         """Time of line ``i``: its own date, else the nearest dated line above it (not
         further back than the last message nor 200 lines), else the time last given to a
-        message or event above it (a long run of undated lines keeps the time before it)."""
+        message or event above it (a long run of undated lines keeps the time before it),
+        else, above the log's first date (an excerpt that starts inside a message), the
+        nearest dated line below it."""
         if self.spec.line_ts is not None:
             found = self._dated_above(i, max(self.last_line, i - 200))
             if found is not None:
                 self.seen_ts = found
                 return found
-        return self.seen_ts if self.seen_ts is not None else self.last_ts or 0
+        if self.seen_ts is not None or self.last_ts is not None:
+            return self.seen_ts if self.seen_ts is not None else self.last_ts or 0
+        return self._dated_below(i) or 0
+
+    def _dated_below(self, i: int) -> int | None:
+        """Time of the first dated line in ``(i, i + 200]``, or None."""
+        lines, line_ts = self.text.lines, self.spec.line_ts
+        if line_ts is None:
+            return None
+        for x in range(i + 1, min(len(lines), i + 201)):
+            t = line_ts(lines[x])
+            if t is not None:
+                return t
+        return None
 
     def _dated_above(self, i: int, bound: int) -> int | None:
         """Time of the nearest dated line in ``(bound, i]``, or None. The lines a previous
@@ -560,7 +575,7 @@ class Engine:
             if self.last_ts is not None and ts < self.last_ts - DAY_NS // 2:
                 ts += DAY_NS  # midnight passed since the last dated line
             return ts
-        return self.ts_at(i) if i >= 0 else (self.last_ts or 0)
+        return self.ts_at(max(i, 0))
 
     def date_near(self, i: int) -> int:
         """Start of the day (ns) of the nearest line with a full date, before or after."""

@@ -2,7 +2,8 @@
 
 The time of an undated line (a channel-state line inside a FreeSWITCH dump) is the time of
 the nearest dated line above it, not further back than the last message nor 200 lines,
-else the time last given to a message or event above it.
+else the time last given to a message or event above it, else (above the log's first
+date) the nearest dated line below it, not further than 200 lines.
 The engine remembers what its last look-up scanned (one read of each line instead of one
 per event); these tests hold it to the plain definition, on random line patterns and on a
 real FreeSWITCH debug log whose events are mostly undated.
@@ -37,7 +38,10 @@ def plain_ts_at(eng: common.Engine, i: int) -> int:
         if ts is not None:
             eng.seen_ts = ts
             return ts
-    return eng.seen_ts if eng.seen_ts is not None else eng.last_ts or 0
+    if eng.seen_ts is not None or eng.last_ts is not None:
+        return eng.seen_ts if eng.seen_ts is not None else eng.last_ts or 0
+    below = (line_ts(line) for line in lines[i + 1 : i + 201])
+    return next((ts for ts in below if ts is not None), 0)
 
 
 def _engine(lines: list[str]) -> common.Engine:

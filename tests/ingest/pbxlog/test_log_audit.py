@@ -107,6 +107,19 @@ def test_asterisk_event_logged_at_two_levels_is_one_event() -> None:
     ]
 
 
+def test_message_above_the_first_date_takes_the_date_below_it() -> None:
+    """The excerpt starts with the BYE (lines 1-9), undated; the first dated line below it
+    says 2026-01-22 13:35:21.048. The BYE was timed at the epoch (1970)."""
+    path = _corpus("issues/issue_asterisk_1735_pjsip_bye_481_debug.log")
+    lines = path.read_text("utf-8").splitlines()
+    assert lines[0].startswith("BYE ")
+    first = next(t for line in lines if (t := iso_ts(line[1:24])) is not None)
+    items, _ = _read(path)
+    bye = next(i for i in items if isinstance(i, LogMessage))
+    assert bye.origin.frames[0] == 1
+    assert bye.origin.ts == first == iso_ts("2026-01-22 13:35:21.048")
+
+
 @pytest.mark.parametrize(
     "name",
     [
