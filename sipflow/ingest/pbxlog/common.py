@@ -172,6 +172,9 @@ class Text:
     html: bool = False
     doubled: bool = False
     total_lines: int = 0
+    cr: frozenset[int] = frozenset()
+    """Lines that ended in CR, when the log mixes CRLF and LF line ends (Blink keeps each
+    SIP line's own CRLF and writes its own lines with LF): a body's exact bytes."""
 
     def no(self, i: int) -> int:
         return self.numbers[i] if self.numbers is not None else i + 1
@@ -229,13 +232,23 @@ def prepare(data: bytes) -> Text:
     html = looks_html_escaped(text)
     if html:
         text = unescape_html(text)
-    lines = split_lines(text)
-    lines = [s[:-1] if s.endswith("\r") else s for s in lines] if "\r" in text else lines
+    cr: frozenset[int] = frozenset()
+    if "\r" in text:
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        cr = frozenset(x for x, s in enumerate(lines) if s.endswith("\r"))
+        lines = [s[:-1] if s.endswith("\r") else s for s in lines]
+        lines = [s[:-1] if s.endswith("\r") else s for s in lines]  # a lone CR before CRLF
+        if len(cr) == len(lines):
+            cr = frozenset()  # CRLF throughout: nothing to tell
+    else:
+        lines = split_lines(text)
     total = len(lines)
     if looks_doubled(lines[:4000]):
         kept, numbers = undouble(lines)
         return Text(kept, numbers, html, True, total)
-    return Text(lines, None, html, False, total)
+    return Text(lines, None, html, False, total, cr)
 
 
 # --- heads, specs and the engine ---------------------------------------------------------
@@ -504,7 +517,7 @@ class Engine:
             text = self.clean(raw, head)
             if not marked and START.match(text.strip()):
                 break
-            out.append(_unindent(text, indent))
+            out.append(_unindent(text, indent) + ("\r" if k in self.text.cr else ""))
             size += len(out[-1]) + 1
             k += 1
             if not marked and clen is not None and size >= clen:
@@ -630,19 +643,28 @@ def _sizes(body: list[str], lines: int) -> set[int]:
     """Byte sizes of the first ``lines`` body lines joined as :func:`_assemble` may join
     them: CRLF or LF after each line, with or without a final one."""
     chars = sum(len(x.encode("utf-8", "surrogateescape")) for x in body[:lines])
+    if _own_ends(body):
+        return {chars + lines, chars + lines - 1}
     return {chars + 2 * lines, chars + 2 * lines - 2, chars + lines, chars + lines - 1}
+
+
+def _own_ends(body: list[str]) -> bool:
+    """Body lines carry their CR (:attr:`Text.cr`): only LF is added between them."""
+    return any(x.endswith("\r") for x in body)
 
 
 def _body_lines(body: list[str], clen: int) -> int:
     """How many of ``body``'s lines make Content-Length bytes (RFC 3261 §20.14): the fewest
     whose size in one line-end form is exactly ``clen``, else the fewest that reach it with
     CRLF line ends, else all (a cut body)."""
-    chars, reach = 0, 0
+    chars, reach, crlf = 0, 0, 0 if _own_ends(body) else 1
     for lines, line in enumerate(body, 1):
         chars += len(line.encode("utf-8", "surrogateescape"))
-        if clen in (chars + 2 * lines, chars + 2 * lines - 2, chars + lines, chars + lines - 1):
+        if clen in (chars + lines, chars + lines - 1) or (
+            crlf and clen in (chars + 2 * lines, chars + 2 * lines - 2)
+        ):
             return lines
-        if not reach and chars + 2 * lines >= clen:
+        if not reach and chars + (1 + crlf) * lines >= clen:
             reach = lines
     return reach or len(body)
 
@@ -665,6 +687,12 @@ def _assemble(heads: list[str], body: list[str], clen: int | None, terminated: b
     )
     if not body:
         return head
+    if _own_ends(body):  # the log's own line ends (Text.cr)
+        for final in ("\n", ""):
+            raw = ("\n".join(body) + final).encode("utf-8", "surrogateescape")
+            if clen is None or len(raw) == clen:
+                return head + raw
+        body = [x[:-1] if x.endswith("\r") else x for x in body]
     default = ("\r\n".join(body) + "\r\n").encode("utf-8", "surrogateescape")
     if clen is None or len(default) == clen:
         return head + default

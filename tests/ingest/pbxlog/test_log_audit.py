@@ -120,6 +120,26 @@ def test_message_above_the_first_date_takes_the_date_below_it() -> None:
     assert bye.origin.ts == first == iso_ts("2026-01-22 13:35:21.048")
 
 
+def test_blink_bodies_keep_their_own_line_ends() -> None:
+    """Blink writes each SIP line with its CRLF and its own lines with LF; multipart bodies
+    mix CRLF (MIME lines) and LF (XML lines). Rebuilt with CRLF everywhere they were 3 bytes
+    over Content-Length (80 ``sip.trailing_octets`` warnings); each body now equals the log's
+    bytes between the empty line and the message end, and its Content-Length."""
+    path = _corpus("blink_sip_client_trace_tls_publish_invite_msrp.log")
+    raw = path.read_bytes().split(b"\n")
+    items, _ = _read(path)
+    msgs = [i for i in items if isinstance(i, LogMessage)]
+    multipart = [m for m in msgs if b"\r\nContent-Type: multipart/" in m.data]
+    assert len(multipart) >= 80
+    for m in multipart:
+        msg = parse_message(m.data, m.origin)
+        assert not msg.problems
+        body = m.data.partition(b"\r\n\r\n")[2]
+        start = raw.index(b"\r", m.origin.frames[0]) + 1  # the empty line (0-based, +1)
+        assert body == b"\n".join(raw[start : start + body.count(b"\n")]) + b"\n"
+        assert len(body) == int(msg.headers.get("Content-Length") or -1)
+
+
 @pytest.mark.parametrize(
     "name",
     [
