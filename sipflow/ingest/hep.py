@@ -399,13 +399,17 @@ class HepDecapsulator:
     HEP payload is one whole message, so stream transports get one pseudo stream per
     inner direction, numbered -2, -3, ... (never a TcpReassembler stream number).
     What is not SIP is counted in ``skipped`` by reason; malformed HEP also becomes a
-    ``ingest.hep_malformed`` Finding."""
+    ``ingest.hep_malformed`` Finding. A pseudo stream not used for :data:`STREAM_IDLE_NS`
+    is forgotten (the same pair later gets a new number, as a new TCP connection would),
+    so memory follows the peers still talking, not every pair ever seen."""
 
     def __init__(self, source: int, skipped: dict[str, int], findings: list[Finding]) -> None:
         self.source = source
         self.skipped = skipped
         self.findings = findings
-        self._streams: dict[tuple[Endpoint, Endpoint], int] = {}
+        # inner direction -> (pseudo stream number, time last used); least recent first
+        self._streams: dict[tuple[Endpoint, Endpoint], tuple[int, int]] = {}
+        self._next = -2
 
     def datagram(self, data: bytes, frame: int, ts: int) -> Datagram | None:
         try:
@@ -431,17 +435,37 @@ class HepDecapsulator:
         transport = pkt.transport or Transport.UDP
         if pkt.transport is None:
             self._count("hep_unknown_ip_proto_as_udp")
-        stream = -1
-        if transport is not Transport.UDP:
-            key = (pkt.src, pkt.dst)
-            stream = self._streams.setdefault(key, -2 - len(self._streams))
         when = pkt.ts if pkt.ts is not None else ts
+        stream = -1 if transport is Transport.UDP else self._stream(pkt.src, pkt.dst, when)
         return Datagram(
             pkt.src, pkt.dst, transport, pkt.payload, (frame,), when, self.source, stream
         )
 
+    def _stream(self, src: Endpoint, dst: Endpoint, when: int) -> int:
+        """The pseudo stream number of an inner direction (-2, -3, ...; never reused)."""
+        horizon = when - STREAM_IDLE_NS
+        entry = self._streams.pop((src, dst), None)
+        if entry is None or entry[1] < horizon:
+            entry, self._next = (self._next, when), self._next - 1
+        self._streams[(src, dst)] = (entry[0], max(entry[1], when))
+        while True:  # agents' clocks differ: a pair is dropped only once well idle
+            first = next(iter(self._streams))
+            if self._streams[first][1] >= horizon:
+                return entry[0]
+            del self._streams[first]
+
+    @property
+    def streams(self) -> int:
+        """How many inner directions are remembered now."""
+        return len(self._streams)
+
     def _count(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+STREAM_IDLE_NS = 600_000_000_000
+"""An inner TCP/TLS direction of HEP not seen for 10 minutes is forgotten (the TCP
+reassembler's idle timeout, :class:`~sipflow.ingest.reassembly.TcpReassembler`)."""
 
 
 # ----------------------------------------------------------------------------- TCP framing

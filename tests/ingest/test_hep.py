@@ -39,6 +39,7 @@ INVITE = (
 SRC4, DST4 = Endpoint("192.0.2.1", 5060), Endpoint("192.0.2.2", 5080)
 SRC6, DST6 = Endpoint("2001:db8::1", 5060), Endpoint("2001:db8::2", 5062)
 TS = 1_700_000_000_123_456_000
+NS = 1_000_000_000
 
 
 def _chunk(tid: int, value: bytes, vendor: int = 0) -> bytes:
@@ -160,6 +161,30 @@ def test_decapsulated_datagram_keeps_inner_five_tuple_and_agent_time() -> None:
         3,
     )
     assert tcp.transport is Transport.TCP and tcp.stream <= -2 and tcp.payload == INVITE
+
+
+def test_idle_tcp_pairs_are_forgotten_and_numbers_never_reused() -> None:
+    """20,000 short HEP-carried TCP exchanges, one new inner pair a second: the pseudo
+    streams remembered are those used in the last 10 minutes, not every pair (was 20,000);
+    a pair seen again keeps its number while in use, and a forgotten one gets a new one."""
+    from sipflow.ingest.hep import STREAM_IDLE_NS
+
+    dec = HepDecapsulator(0, {}, [])
+    numbers = set()
+    for i in range(20_000):
+        src = Endpoint("192.0.2.1", 10_000 + i % 50_000)
+        dg = dec.datagram(encode_hep3(src, DST4, INVITE, TS + i * NS, ip_proto=6), i + 1, 0)
+        assert dg is not None
+        numbers.add(dg.stream)
+    assert len(numbers) == 20_000 and max(numbers) == -2
+    assert dec.streams <= STREAM_IDLE_NS // NS + 1
+    last = TS + 19_999 * NS
+    again = [encode_hep3(SRC4, DST4, INVITE, last + k * NS, ip_proto=6) for k in range(2)]
+    a, b = (dec.datagram(p, 1, 0) for p in again)
+    assert a is not None and b is not None and a.stream == b.stream not in numbers
+    late = encode_hep3(SRC4, DST4, INVITE, last + STREAM_IDLE_NS + 10 * NS, ip_proto=6)
+    c = dec.datagram(late, 1, 0)
+    assert c is not None and c.stream < a.stream
 
 
 # ------------------------------------------------------------------------ malformed input
