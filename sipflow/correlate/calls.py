@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from sipflow.findings import Finding, Severity
+from sipflow.frozen import builder
 from sipflow.rtp.dtmf import Digit, sip_info_digits
 from sipflow.sip.dialog import DialogRecord, Dialogs
 from sipflow.sip.message import SipMessage, SipRequest, SipResponse
@@ -308,26 +309,27 @@ class CallBuilder:
     def _on_call_message(
         self, call: _Call, msg: SipMessage, tf: TxFeed, out: BuilderOutput
     ) -> None:
-        if tf.key is None:
+        key = tf.key
+        if key is None:
             return
         call.messages += 1
-        call.last_ts = max(call.last_ts, msg.ts)
-        if tf.disposition is Disposition.NEW_REQUEST and tf.key in call.initial:
+        now = msg.ts
+        if now > call.last_ts:  # max(), without the call: this runs once per message
+            call.last_ts = now
+        initial = key in call.initial
+        if initial and tf.disposition is Disposition.NEW_REQUEST:
             self._initial_request(call, msg)
-        retransmitted = tf.disposition in (
-            Disposition.REQUEST_RETRANSMISSION,
-            Disposition.RESPONSE_RETRANSMISSION,
-        )
-        if retransmitted or tf.disposition is Disposition.ACK_NON2XX or _late_ack(call, msg):
+        if tf.disposition in _NOT_FOR_DIALOGS or _late_ack(call, msg):
             return
         found: list[Finding] = []
         if isinstance(msg, SipResponse):
-            found = self._call_response(call, msg, tf.key)
-        elif msg.to_tag and tf.key not in call.initial:
-            did, found = call.dialogs.request(msg, msg.ts)
+            found = self._call_response(call, msg, initial)
+        elif msg.to_tag and not initial:
+            did, found = call.dialogs.request(msg, now)
             if did is None and msg.method.upper() in ("ACK", "BYE"):
                 found.append(_unknown_dialog(msg))
-        self._findings(call, found, out)
+        if found:
+            self._findings(call, found, out)
 
     def _initial_request(self, call: _Call, msg: SipMessage) -> None:
         o = msg.origin
@@ -338,8 +340,8 @@ class CallBuilder:
             call.last_cseq = cseq.seq
             call.last_final = None
 
-    def _call_response(self, call: _Call, msg: SipResponse, key: TxKey) -> list[Finding]:
-        if key in call.initial:
+    def _call_response(self, call: _Call, msg: SipResponse, initial: bool) -> list[Finding]:
+        if initial:
             if msg.status >= 200:
                 call.last_final = msg.status
             return call.dialogs.invite_response(msg, msg.ts)
@@ -402,6 +404,16 @@ class CallBuilder:
         out.findings.extend(found)
         if isinstance(owner, _Call):
             owner.findings.extend(found)
+
+
+# Retransmissions, and the ACK to a non-2xx (part of its INVITE transaction, §17.1.1.3)
+_NOT_FOR_DIALOGS = frozenset(
+    {
+        Disposition.REQUEST_RETRANSMISSION,
+        Disposition.RESPONSE_RETRANSMISSION,
+        Disposition.ACK_NON2XX,
+    }
+)
 
 
 def _late_ack(call: _Call, msg: SipMessage) -> bool:
@@ -500,9 +512,14 @@ def _outcome(
     return Outcome.IN_PROGRESS
 
 
+_new_call_record = builder(CallRecord)
+_ENDED_BY = {e.value: e for e in EndedBy}  # EndedBy(value) is a slow Python-level call
+
+
 def build_record(call: _Call) -> CallRecord:
     prim = _primary(call)
-    others = [r for r in call.records if r.key in call.initial and r not in prim]
+    in_prim = {id(r) for r in prim}  # by identity: record equality compares every field
+    others = [r for r in call.records if r.key in call.initial and id(r) not in in_prim]
     final = _final(prim, others)
     challenges = sum(1 for r in prim[:-1] if r.final_status in (401, 407))
     outcome = _outcome(final, prim, challenges)
@@ -516,11 +533,11 @@ def build_record(call: _Call) -> CallRecord:
         end, duration = (final.final_ts if final else None), None
     # setup and PDD run from the INVITE that got the final (after a challenge: the retry),
     # so the time a user takes to answer a credentials prompt is not counted as PDD.
-    attempt = final if final is not None and final in prim else (prim[-1] if prim else None)
+    attempt = final if final is not None and id(final) in in_prim else (prim[-1] if prim else None)
     base = attempt.first_ts if attempt is not None else start
     first_18x = attempt.first_18x_ts if attempt is not None else None
     req = prim[0].request if prim and prim[0].request else call.first
-    return CallRecord(
+    return _new_call_record(
         call_ids=(call.call_id,),
         caller=req.from_.uri if req.from_ else None,
         callee=req.to.uri if req.to else None,
@@ -534,7 +551,7 @@ def build_record(call: _Call) -> CallRecord:
         setup_ms=_ms(base, answer),
         pdd_ms=_ms(base, first_18x),
         duration_s=duration,
-        ended_by=EndedBy(bye[1]) if bye and answer is not None else EndedBy.NONE,
+        ended_by=_ENDED_BY[bye[1]] if bye and answer is not None else EndedBy.NONE,
         hops=tuple(call.hops),
         messages=call.messages,
         retransmissions=sum(r.retransmissions for r in call.records),

@@ -23,6 +23,7 @@ from urllib.parse import unquote
 
 from sipflow.correlate.normalise import user_of
 from sipflow.findings import Ref
+from sipflow.frozen import builder
 from sipflow.sip.headers import canonical, split_commas
 from sipflow.sip.message import SipResponse
 from sipflow.sip.transaction import ref_of
@@ -205,7 +206,8 @@ def _origin(body: bytes) -> str | None:
         if at < 0:
             return None
         at += 1
-    line = body[at + 2 : body.find(b"\n", at) if b"\n" in body[at:] else None]
+    end = body.find(b"\n", at)
+    line = body[at + 2 : end if end >= 0 else None]
     parts = line.decode("utf-8", "replace").split()
     if len(parts) < 6:
         return None
@@ -239,8 +241,11 @@ def _attempt(invites: list[TransactionRecord], vias: int) -> TransactionRecord:
     return ok[0] if ok else pool[-1]
 
 
+_new_hop = builder(HopTimes)
+
+
 def _hop_times(t: TransactionRecord) -> HopTimes:
-    return HopTimes(
+    return _new_hop(
         _addr(t.hop[0]), _addr(t.hop[1]), t.first_ts, t.first_18x_ts, t.final_ts, t.final_status
     )
 
@@ -250,8 +255,8 @@ def _summary_hops(call: CallRecord) -> tuple[HopTimes, HopTimes]:
     hops = [_hop_of(h) for h in call.hops] or [(None, None)]
     ringing = call.start + int(call.pdd_ms * 1e6) if call.pdd_ms is not None else None
     final = call.answer if call.answer is not None else call.end
-    first = HopTimes(hops[0][0], hops[0][1], call.start, ringing, final, call.final_code)
-    last = HopTimes(hops[-1][0], hops[-1][1], call.start, ringing, final, call.final_code)
+    first = _new_hop(hops[0][0], hops[0][1], call.start, ringing, final, call.final_code)
+    last = _new_hop(hops[-1][0], hops[-1][1], call.start, ringing, final, call.final_code)
     return first, last
 
 
@@ -296,6 +301,9 @@ class _Headers:
     replaces: tuple[str, ...]
 
 
+_new_headers = builder(_Headers)
+_NO_HEADERS = _Headers((), (), (), (), (), None, ())
+
 _REQUEST_HEADERS = frozenset(
     {"history-info", "diversion", "referred-by", "replaces", "session-id", "p-charging-vector"}
 )
@@ -320,6 +328,8 @@ def _headers(invites: list[TransactionRecord], opts: FactsOptions) -> _Headers:
     ]
     for key, values in _collect(responses, _RESPONSE_HEADERS).items():
         found.setdefault(key, []).extend(values)
+    if not found:
+        return _NO_HEADERS  # most legs carry none of these headers
     ids = {
         (label, v.strip()): None
         for key, label in names.items()
@@ -334,7 +344,7 @@ def _headers(invites: list[TransactionRecord], opts: FactsOptions) -> _Headers:
     }
     refby = _users(found.get("referred-by", ()))
     replaces = {c: None for v in found.get("replaces", ()) if (c := replaces_call_id(v))}
-    return _Headers(
+    return _new_headers(
         tuple(ids),
         tuple(uuids),
         tuple(icids),
@@ -358,6 +368,10 @@ class _Sdp:
     answer_addrs: tuple[str, ...] = ()
 
 
+_new_sdp = builder(_Sdp)
+_NO_SDP = _Sdp()
+
+
 def _first_exchange(media: CallMedia | None) -> MediaExchange | None:
     if media is None or not media.exchanges:
         return None
@@ -369,12 +383,12 @@ def _first_exchange(media: CallMedia | None) -> MediaExchange | None:
 def _sdp(media: CallMedia | None) -> _Sdp:
     ex = _first_exchange(media)
     if ex is None:
-        return _Sdp()
+        return _NO_SDP
     lines = [ln for ln in ex.lines if not ln.rejected] or list(ex.lines)
     codecs = {f"{c.encoding.lower()}/{c.clock}": None for ln in lines for c in ln.offered}
     crypto = {f"{ln.crypto.suite}#{ln.crypto.tag}": None for ln in lines if ln.crypto}
     ptime = next((ln.ptime for ln in lines if ln.ptime), None)
-    return _Sdp(
+    return _new_sdp(
         tuple(codecs),
         ptime,
         tuple(crypto),

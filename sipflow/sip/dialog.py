@@ -20,6 +20,7 @@ import enum
 from dataclasses import dataclass, field
 
 from sipflow.findings import Finding, Severity
+from sipflow.frozen import builder
 from sipflow.sip.message import SipRequest, SipResponse
 from sipflow.sip.transaction import T1, ref_of
 
@@ -125,6 +126,11 @@ class _Dialog:
     reinvites: int = 0
     unacked: dict[int, SipResponse] = field(default_factory=dict)
     last_ts: int = 0
+
+
+# DialogId(...) / DialogRecord(...) without the frozen __init__ (sipflow.frozen)
+_new_id = builder(DialogId)
+_new_record = builder(DialogRecord)
 
 
 class Dialogs:
@@ -272,7 +278,7 @@ class Dialogs:
     def _get_or_create(self, tag: str, now: int) -> _Dialog:
         dialog = self._by_tag.get(tag)
         if dialog is None:
-            dialog = _Dialog(DialogId(self.call_id, self.caller_tag, tag), now)
+            dialog = _Dialog(_new_id(self.call_id, self.caller_tag, tag), now)
             self._by_tag[tag] = dialog
         return dialog
 
@@ -292,7 +298,7 @@ class Dialogs:
         msg: SipRequest | SipResponse | None = None,
     ) -> None:
         d.last_ts = now
-        nxt = step(d.state, event)
+        nxt = TRANSITIONS.get((d.state, event))  # step(), inlined: once per dialog message
         if nxt is None:
             text = f"dialog {d.id.call_id} got {event.value} in state {d.state.value}"
             if d.ended_why:
@@ -312,7 +318,7 @@ class Dialogs:
 
 
 def _record(d: _Dialog) -> DialogRecord:
-    return DialogRecord(
+    return _new_record(
         id=d.id,
         state=d.state,
         states=tuple(d.states),

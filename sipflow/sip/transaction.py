@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from sipflow.findings import Finding, Ref, Severity
+from sipflow.frozen import builder
 from sipflow.ingest.types import Endpoint, Transport
 from sipflow.sip.message import SipMessage, SipRequest, SipResponse
 
@@ -187,6 +188,9 @@ OBSERVED: dict[tuple[TxKind, TxState, TxEvent], TxState] = {
     (_K.NON_INVITE_CLIENT, _S.COMPLETED, _E.REQUEST_RETRANSMIT): _S.COMPLETED,
 }
 
+# What the observer steps by: both tables in one, so a transition is one dict lookup.
+_OBSERVER_STEPS = {**TRANSITIONS, **OBSERVED}
+
 # The timer that ends a state, and how long after entering it (unreliable, reliable).
 # RFC 3261 §17.1.1.2 (B = 64*T1, D >= 32 s / 0), §17.1.2.2 (F = 64*T1, K = T4 / 0),
 # §17.2.1 (H = 64*T1, I = T4 / 0), §17.2.2 (J = 64*T1 / 0), RFC 6026 §8.4/§8.7 (L, M = 64*T1).
@@ -208,6 +212,8 @@ TIMEOUTS: dict[tuple[TxKind, TxState], tuple[TxEvent, int, int]] = {
 _FROM_START = frozenset({_E.TIMER_B, _E.TIMER_F})
 # Timers that end a transaction with no final response: the request timed out.
 _TIMEOUT_EVENTS = frozenset({_E.TIMER_B, _E.TIMER_C, _E.TIMER_F})
+# TIMEOUTS as the tracker arms them: (unreliable, reliable, runs from the first request)
+_ARM = {ks: (u, r, ev in _FROM_START) for ks, (ev, u, r) in TIMEOUTS.items()}
 LATE_WINDOW = 64 * T1
 """How long a timed-out transaction's key is kept to name a late response as such."""
 MAX_TIMED_OUT = 4096
@@ -280,10 +286,6 @@ class TxKey(NamedTuple):
 _new_key = tuple.__new__
 
 
-def _match_method(method: str) -> str:
-    return "INVITE" if method == "ACK" else method
-
-
 def key_of(msg: SipMessage) -> TxKey | None:
     """The transaction key of a request or a response; None without Via or CSeq."""
     vias = msg.vias
@@ -292,7 +294,9 @@ def key_of(msg: SipMessage) -> TxKey | None:
         return None
     via = vias[0]
     method = msg.method if isinstance(msg, SipRequest) else cseq.method
-    method = _match_method(method.upper())
+    method = method.upper()
+    if method == "ACK":  # RFC 3261 §17.1.3: an ACK is looked up under its INVITE
+        method = "INVITE"
     branch = via.params.get("branch") or ""
     sent_by = _sent_by(via.host, via.port, via.transport)
     if branch.startswith(MAGIC_COOKIE):
@@ -441,6 +445,12 @@ class TxFeed:
     findings: tuple[Finding, ...] = ()
 
 
+# TxFeed(...) / TransactionRecord(...) without the frozen __init__ (sipflow.frozen): one
+# per message, one per transaction
+_new_feed = builder(TxFeed)
+_new_record = builder(TransactionRecord)
+
+
 @dataclass(frozen=True, slots=True)
 class TrackerStats:
     """Messages the tracker could not attach to a transaction, by reason."""
@@ -463,7 +473,11 @@ class TransactionTracker:
         self.role = role
         self.observer = observer
         self._open: dict[TxKey, _Tx] = {}
+        # (deadline, seq, key, the transaction's generation when armed); stale once that
+        # transaction moved to another state or was released (keys only: a stale entry must
+        # not keep a released transaction's messages alive)
         self._timers: list[tuple[int, int, TxKey, int]] = []
+        self._steps = _OBSERVER_STEPS if observer else TRANSITIONS
         self._seq = 0
         self._timed_out: dict[TxKey, tuple[int, str]] = {}  # key -> (time, timer), oldest first
         self.orphan_responses = 0
@@ -488,11 +502,11 @@ class TransactionTracker:
         else:
             disp, tx = self._response(key, msg, now, findings)
         if tx is None:
-            return TxFeed(None, disp, None, tuple(finished), tuple(findings))
+            return _new_feed(None, disp, None, tuple(finished), tuple(findings))
         if tx.state is TxState.TERMINATED:
             finished.append(self._release(tx, "message"))
         done = tuple(finished) if finished else ()
-        return TxFeed(tx.key, disp, tx.state, done, tuple(findings) if findings else ())
+        return _new_feed(tx.key, disp, tx.state, done, tuple(findings) if findings else ())
 
     def expire(self, now: int) -> tuple[list[TransactionRecord], list[Finding]]:
         """Fire every timer due at or before ``now``."""
@@ -500,14 +514,15 @@ class TransactionTracker:
 
     def finish(self) -> list[TransactionRecord]:
         """Release every open transaction (end of input), oldest first."""
+        self._timers.clear()  # first: no heap upkeep while everything is released
         out = [self._release(tx, "end-of-input") for tx in list(self._open.values())]
-        self._timers.clear()
         return sorted(out, key=lambda r: r.first_ts)
 
     def next_deadline(self) -> int | None:
-        while self._timers and not self._live(self._timers[0]):
-            heapq.heappop(self._timers)
-        return self._timers[0][0] if self._timers else None
+        timers = self._timers
+        while timers and not self._live(timers[0]):
+            heapq.heappop(timers)
+        return timers[0][0] if timers else None
 
     def state_of(self, key: TxKey) -> TxState | None:
         tx = self._open.get(key)
@@ -653,8 +668,9 @@ class TransactionTracker:
     ) -> None:
         if msg is not None:
             tx.messages.append(msg)
-            tx.last_ts = max(tx.last_ts, now)
-        nxt = step(tx.kind, tx.state, event, self.observer)
+            if now > tx.last_ts:  # max(), without the call: once per message
+                tx.last_ts = now
+        nxt = self._steps.get((tx.kind, tx.state, event))  # step(), inlined: once per message
         if nxt is None:
             self.illegal_transitions += 1
             findings.append(_finding_illegal(tx, event, msg))
@@ -669,11 +685,11 @@ class TransactionTracker:
         tx.entered = now
         tx.states.append((now, state))
         tx.generation += 1
-        timeout = TIMEOUTS.get((tx.kind, state))
-        if timeout is None:
+        arm = _ARM.get((tx.kind, state))
+        if arm is None:
             return
-        event, unreliable, reliable = timeout
-        base = tx.first_ts if event in _FROM_START else now
+        unreliable, reliable, from_start = arm
+        base = tx.first_ts if from_start else now
         deadline = base + (reliable if tx.reliable else unreliable)
         self._seq += 1
         heapq.heappush(self._timers, (deadline, self._seq, tx.key, tx.generation))
@@ -686,8 +702,9 @@ class TransactionTracker:
     def _fire(self, now: int) -> tuple[list[TransactionRecord], list[Finding]]:
         finished: list[TransactionRecord] = []
         findings: list[Finding] = []
-        while self._timers and self._timers[0][0] <= now:
-            deadline, _, key, gen = heapq.heappop(self._timers)
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            deadline, _, key, gen = heapq.heappop(timers)
             tx = self._open.get(key)
             if tx is None or tx.generation != gen:
                 continue
@@ -733,7 +750,7 @@ def _record(tx: _Tx, why: str) -> TransactionRecord:
     via = req.top_via if req is not None else None
     cseq = req.cseq if req is not None else None
     final = tx.final
-    return TransactionRecord(
+    return _new_record(
         key=tx.key,
         kind=tx.kind,
         method=tx.method,
