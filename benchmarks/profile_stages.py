@@ -45,7 +45,7 @@ def _cold() -> None:
             value = getattr(mod, name)
             if hasattr(value, "cache_clear"):
                 value.cache_clear()
-            elif name in ("_LINES", "_NAMES", "_CANONICAL", "_SENT_BY"):
+            elif name in ("_LINES", "_NAMES", "_CANONICAL", "_SENT_BY", "_STARTS"):
                 value.clear()
 
 

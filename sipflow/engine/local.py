@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 from sipflow.engine.shard import Shard, Tick
 from sipflow.errors import InputError, ParseError
 from sipflow.findings import Finding, Ref, Severity
+from sipflow.frozen import builder
 from sipflow.ingest.capture import MediaSink, read_capture
 from sipflow.ingest.tls import TlsKeys, TlsStats
 from sipflow.ingest.types import Datagram, SourceStats, Transport
@@ -245,8 +246,11 @@ def drain_framer_problems(framer: StreamFramer, source: int, result: SourceResul
     framer.problems.clear()
 
 
+_new_origin = builder(Origin)  # one per message: the frozen __init__ costs twice as much
+
+
 def origin_of(dg: Datagram, frames: tuple[int, ...], ts: int) -> Origin:
-    return Origin(dg.source, frames, ts, dg.src, dg.dst, dg.transport)
+    return _new_origin(dg.source, frames, ts, dg.src, dg.dst, dg.transport)
 
 
 def _learn_placeholders(origin: Origin, seen: set[str]) -> None:
@@ -273,23 +277,30 @@ def parse_payload(
 ) -> SipMessage | None:
     """One payload parsed into a SipMessage, its problems filed as Findings on ``result``
     (shared with the live session, which frames packets the same way)."""
-    refs = tuple(Ref(origin.source, f) for f in origin.frames)
     try:
         msg = parse_message(data, origin)
     except ParseError as exc:
         result.malformed += 1
         result.findings.append(
             Finding(
-                "sip.malformed", Severity.ERROR, f"not a SIP message: {exc}", "RFC 3261 §25", refs
+                "sip.malformed",
+                Severity.ERROR,
+                f"not a SIP message: {exc}",
+                "RFC 3261 §25",
+                _refs(origin),
             )
         )
         return None
-    if msg.problems:
+    if msg.problems:  # the refs are made only for a message with findings
         edited = _placeholders_in(data, placeholders) if placeholders else ()
-        worst = _add_problems(msg, refs, result.findings, edited)
+        worst = _add_problems(msg, _refs(origin), result.findings, edited)
         if worst is Severity.ERROR:
             result.malformed += 1
     return msg
+
+
+def _refs(origin: Origin) -> tuple[Ref, ...]:
+    return tuple(Ref(origin.source, f) for f in origin.frames)
 
 
 # How bad each parse problem is. ERROR: the message breaks the grammar or a MUST and

@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sipflow.findings import Finding
+from sipflow.frozen import builder
 from sipflow.ingest import classify, hep
 from sipflow.ingest.classify import Kind
 from sipflow.ingest.decode import (
@@ -229,7 +230,7 @@ class _Pipeline:
         if kind is Kind.SIP or kind is Kind.MALFORMED_SIP:
             self.sip_ports.add(src.port)
             self.sip_ports.add(dst.port)
-            return Datagram(src, dst, Transport.UDP, payload, (frame,), ts, self.source)
+            return _new_datagram(src, dst, Transport.UDP, payload, (frame,), ts, self.source)
         if kind is Kind.OTHER and hep.looks_like_hep(payload):
             return self.hep.datagram(payload, frame, ts)  # inner SIP, inner 5-tuple
         self.skipped[classify.SKIP_REASON.get(kind, "non_sip_udp")] += 1
@@ -370,6 +371,9 @@ class _FastUdp:
         dst = _endpoint(mm[d : d + alen], self.dport[j])
         return src, dst, mm[off : off + self.size[j]], self.frame[j], self.ts[j]
 
+
+# one per SIP datagram: the frozen dataclass __init__ costs twice as much (sipflow.frozen)
+_new_datagram = builder(Datagram)
 
 _ENDPOINTS: dict[tuple[bytes, int], Endpoint] = {}
 

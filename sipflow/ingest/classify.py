@@ -63,6 +63,22 @@ def classify_payload(payload: bytes) -> Kind:
         return Kind.STUN
     nl = payload.find(b"\n", 0, MAX_START_LINE)
     line = payload[:nl] if nl >= 0 else payload[:MAX_START_LINE]
+    kind = _LINE_KINDS.get(line)
+    if kind is None:
+        kind = _classify_line(line)
+        if len(_LINE_KINDS) >= _LINE_KINDS_MAX:
+            _LINE_KINDS.clear()
+        _LINE_KINDS[line] = kind
+    return kind
+
+
+# first line -> its Kind: start lines recur (a capture has few methods, URIs and status
+# lines), so most payloads are classified by one look-up; bounded, emptied when full
+_LINE_KINDS: dict[bytes, Kind] = {}
+_LINE_KINDS_MAX = 1024
+
+
+def _classify_line(line: bytes) -> Kind:
     if _REQUEST.match(line) or _STATUS.match(line):
         return Kind.SIP
     word = line.split(b" ", 1)[0].rstrip(b"\r")

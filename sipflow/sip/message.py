@@ -179,18 +179,13 @@ class SipResponse(_Message):
 SipMessage = SipRequest | SipResponse
 
 
-class _Problems:
-    """Collects (code, sentence) pairs in order."""
+class _Problems(list[tuple[ProblemCode, str]]):
+    """Collects (code, sentence) pairs in order (a list: made once per message, in C)."""
 
-    __slots__ = ("codes", "texts")
-
-    def __init__(self) -> None:
-        self.codes: list[ProblemCode] = []
-        self.texts: list[str] = []
+    __slots__ = ()
 
     def add(self, code: ProblemCode, text: str) -> None:
-        self.codes.append(code)
-        self.texts.append(text)
+        self.append((code, text))
 
 
 # --- framing and start line -------------------------------------------------------------
@@ -200,8 +195,9 @@ def _split_head(data: bytes) -> tuple[bytes, bytes, str, bool]:
     """Header block, body, the line ending the sender used, and whether an empty line
     ended the header block (RFC 3261 §7: CRLF CRLF; bare LF accepted from logs)."""
     crlf = data.find(b"\r\n\r\n")
-    lf = data.find(b"\n\n")
-    if crlf >= 0 and (lf < 0 or crlf < lf):
+    # only a bare-LF end before the CRLF one matters: the body is not searched
+    lf = data.find(b"\n\n", 0, crlf) if crlf >= 0 else data.find(b"\n\n")
+    if crlf >= 0 and lf < 0:
         return data[:crlf], data[crlf + 4 :], "\r\n", True
     if lf >= 0:
         return data[:lf], data[lf + 2 :], "\n", True
@@ -315,9 +311,10 @@ def _parse_headers(lines: list[str], eol: str, problems: _Problems) -> Headers:
                 continue
             h = _new_header(line, problems)
         append(h)
-        found = index.get(h.canon)
+        canon = h[3]  # h.canon: a tuple index is a cheaper read than the field's descriptor
+        found = index.get(canon)
         if found is None:
-            index[h.canon] = [h]
+            index[canon] = [h]
         else:
             found.append(h)
     if folded:  # rare: a joined line replaced a header already indexed
@@ -371,7 +368,10 @@ def parse_message(data: bytes, origin: Origin | None = None) -> SipMessage:
     head, body, eol, terminated = _split_head(data)
     lines = head.decode("utf-8", "surrogateescape").split(eol)
     problems = _Problems()
-    a, b, c, is_request = _parse_start(lines[0], problems)
+    start = lines[0]
+    known = _STARTS.get(start)
+    if known is None:
+        known = _start_fields(start, problems)
     headers = _parse_headers(lines, eol, problems)
     if not terminated:
         problems.add(
@@ -381,25 +381,44 @@ def parse_message(data: bytes, origin: Origin | None = None) -> SipMessage:
     body = _check_length(headers, body, origin, problems)
     # Built without the frozen-dataclass __init__ (one object.__setattr__ per field costs
     # a third of the parse); every field is set here, and the object is frozen after.
-    msg: SipMessage
-    if is_request:
-        msg = object.__new__(SipRequest)
-        msg.__dict__.update(method=a, uri=b, version=c)
-    else:
-        msg = object.__new__(SipResponse)
-        msg.__dict__.update(status=int(b), reason=c, version=a)
-    msg.__dict__.update(
-        headers=headers,
-        body=body,
-        raw=data,
-        eol=eol,
-        origin=origin,
-        start=lines[0],
-        ts=origin.ts if origin is not None else 0,
-    )
+    msg: SipMessage = object.__new__(known[0])
+    fields = msg.__dict__
+    fields.update(known[1])  # method, uri, version or status, reason, version
+    fields["headers"] = headers
+    fields["body"] = body
+    fields["raw"] = data
+    fields["eol"] = eol
+    fields["origin"] = origin
+    fields["start"] = start
+    fields["ts"] = origin.ts if origin is not None else 0
     _validate(msg, problems)
-    msg.__dict__.update(problems=tuple(problems.texts), problem_codes=tuple(problems.codes))
+    fields["problems"] = tuple(text for _, text in problems) if problems else ()
+    fields["problem_codes"] = tuple(code for code, _ in problems) if problems else ()
     return msg
+
+
+# start line -> (class, its start-line fields), for lines that parsed with no problem;
+# bounded (emptied when full): the few methods, URIs and status lines of a capture recur
+_STARTS: dict[str, tuple[type[SipRequest] | type[SipResponse], dict[str, Any]]] = {}
+_STARTS_MAX = 1024
+
+
+def _start_fields(
+    line: str, problems: _Problems
+) -> tuple[type[SipRequest] | type[SipResponse], dict[str, Any]]:
+    """:func:`_parse_start` as the message's class and fields (remembered when clean)."""
+    before = len(problems)
+    a, b, c, is_request = _parse_start(line, problems)
+    known: tuple[type[SipRequest] | type[SipResponse], dict[str, Any]] = (
+        (SipRequest, {"method": a, "uri": b, "version": c})
+        if is_request
+        else (SipResponse, {"status": int(b), "reason": c, "version": a})
+    )
+    if len(problems) == before:
+        if len(_STARTS) >= _STARTS_MAX:
+            _STARTS.clear()
+        _STARTS[line] = known
+    return known
 
 
 def _check_length(
@@ -416,7 +435,7 @@ def _check_length(
                 f"transport ({origin.transport.value}) (RFC 3261 §18.3, §20.14)",
             )
         return body
-    if not g.digits.fullmatch(value):
+    if not (value.isdigit() and value.isascii()):  # = g.digits.fullmatch, without a regex
         problems.add(
             ProblemCode.BAD_CONTENT_LENGTH,
             f"Content-Length {value[:20]!r} is not 1*DIGIT (RFC 3261 §20.14; RFC 4475 §3.1.2.3)",
@@ -462,22 +481,22 @@ def _validate(msg: SipMessage, problems: _Problems) -> None:
     """Check the structured headers and cache their parsed values on ``msg``."""
     headers = msg.headers
     index = headers._index
-    _check_presence(index, len(headers.items), isinstance(msg, SipRequest), problems)
+    is_request = isinstance(msg, SipRequest)
+    _check_presence(index, len(headers.items), is_request, problems)
     cache = msg.__dict__
-    cseq_h = index.get("cseq")
-    cseq, why = _parse_cseq(cseq_h[0].value) if cseq_h else (None, "")
+    found = index.get("cseq")
+    cseq, why = _parse_cseq(found[0].value) if found else (None, "")
     if why:
         problems.add(ProblemCode.BAD_CSEQ, why)
     cache["cseq"] = cseq
     if isinstance(msg, SipRequest):
         _check_request(msg, cseq, index, problems)
-    for key, attr, tag in (("from", "from_", "from_tag"), ("to", "to", "to_tag")):
-        found = index.get(key)
-        value, why = _name_addr(found[0].value) if found else (None, "")
-        if why:
-            problems.add(ProblemCode.BAD_ADDRESS, f"{key.capitalize()}: {why}")
-        cache[attr] = value
-        cache[tag] = value.tag if value else None
+    found = index.get("from")
+    value = _address(found[0].value, "From", problems) if found else None
+    cache["from_"], cache["from_tag"] = value, value.params.get("tag") if value else None
+    found = index.get("to")
+    value = _address(found[0].value, "To", problems) if found else None
+    cache["to"], cache["to_tag"] = value, value.params.get("tag") if value else None
     found = index.get("call-id")
     cache["call_id"] = found[0].value if found else None
     if found and not _call_id_ok(found[0].value):
@@ -491,6 +510,14 @@ def _validate(msg: SipMessage, problems: _Problems) -> None:
         cache["contacts"] = _collect(_contacts, index["contact"], problems)
     if "expires" in index or "retry-after" in index or "date" in index:
         _check_scalars(headers, problems)
+
+
+def _address(text: str, what: str, problems: _Problems) -> NameAddr | None:
+    """The From/To value (cached), its problems filed under ``what``."""
+    value, why = _name_addr(text)
+    if why:
+        problems.add(ProblemCode.BAD_ADDRESS, f"{what}: {why}")
+    return value
 
 
 def _collect(

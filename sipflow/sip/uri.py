@@ -8,13 +8,18 @@ an unquoted display name with a comma, LWS inside ``<>``) is still returned, wit
 broken rules listed in ``issues`` so the message layer can report them. Quoted strings
 and escapes are honoured, so a ``;`` or ``,`` inside a display name never splits a value.
 Escapes (``%41``) are kept as written: comparing URIs is a caller's business (§19.1.4).
+A From/To/Contact or Via value that differs from one parsed before only in its last
+parameter (a new tag, a new branch) reuses that parse (``_last_param``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from sipflow.errors import ParseError
+from sipflow.frozen import builder
 from sipflow.sip import grammar as g
 
 
@@ -227,9 +232,53 @@ class NameAddr:
         return self.params.get("tag")
 
 
+_new_name_addr = builder(NameAddr)
+
+# --- a new last parameter -----------------------------------------------------------------
+# From/To values recur with a new tag in every call, Via values with a new branch in every
+# transaction: ``P;name=value`` with ``name`` and ``value`` tokens is well-formed exactly
+# when ``P`` is (RFC 3261 §25.1: a generic-param list may end in SWS; no token holds ";",
+# "\"" or ">", so the parameter cannot belong to a quoted string or the <uri>), and parses
+# to P's fields with ``name`` set to ``value`` last (as _fast_params' dict assignment
+# would). So the whole-value regex runs once per ``P`` (memoised), not per tag or branch.
+_LAST_PARAM = re.compile(rf"({g.TOKEN})=({g.TOKEN})")
+_BASES = 512  # distinct P kept (callers, callees, sent-by addresses of a capture)
+
+
+def _last_param(text: str) -> tuple[str, str, str] | None:
+    """``(P, name, value)`` when ``text`` ends in ``;name=value`` (both tokens)."""
+    head, semi, last = text.rpartition(";")
+    if not semi:
+        return None
+    m = _LAST_PARAM.fullmatch(last)
+    return (head, m.group(1).lower(), m.group(2)) if m is not None else None
+
+
+def _set_param(params: dict[str, str], name: str, value: str) -> dict[str, str]:
+    out = params.copy()
+    out[name] = value
+    return out
+
+
 def parse_name_addr(text: str) -> NameAddr:
     """``[display] <uri> *(;param)`` or ``addr-spec *(;param)`` (RFC 3261 §20.10, §25)."""
     text = text.strip()
+    split = _last_param(text)
+    if split is not None:
+        base = _name_addr_base(split[0])
+        if base is not None:
+            params = _set_param(base.params, split[1], split[2])
+            return _new_name_addr(base.display, base.uri, params, ())
+    return _name_addr_fast(text) or _name_addr_slow(text)
+
+
+@lru_cache(maxsize=_BASES)
+def _name_addr_base(text: str) -> NameAddr | None:
+    return _name_addr_fast(text)  # not stripped: only SP/HTAB may precede the ";"
+
+
+def _name_addr_fast(text: str) -> NameAddr | None:
+    """The value when a whole-value regex accepts it (no checks left), else None."""
     m = g.name_addr_full.fullmatch(text)
     if m is not None:
         quoted = m.group(1)
@@ -238,7 +287,7 @@ def parse_name_addr(text: str) -> NameAddr:
     m = g.addr_spec_full.fullmatch(text)
     if m is not None:
         return NameAddr(None, m.group(1), _fast_params(m.group(2)))
-    return _name_addr_slow(text)
+    return None
 
 
 def _name_addr_slow(text: str) -> NameAddr:
@@ -334,19 +383,47 @@ class Via:
         return int(value) if value and value.isdigit() else None
 
 
+_new_via = builder(Via)
+
+
 def parse_via(text: str) -> Via:
     """Parse one via-parm (RFC 3261 §25: sent-protocol LWS sent-by *(SEMI via-params))."""
     text = text.strip()
+    if "received" not in text:  # received= is checked further (_is_address)
+        split = _last_param(text)
+        if split is not None:  # a new branch on a known sent-by (see _last_param)
+            base = _via_base(split[0])
+            if base is not None:
+                params = _set_param(base.params, split[1], split[2])
+                return _new_via(base.protocol, base.transport, base.host, base.port, params, ())
+        found = _via_fast(text)
+        if found is not None:
+            return found
+    return _via_slow(text)
+
+
+@lru_cache(maxsize=_BASES)
+def _via_base(text: str) -> Via | None:
+    return _via_fast(text)  # not stripped: only SP/HTAB may precede the ";"
+
+
+def _via_fast(text: str) -> Via | None:
+    """The via-parm when the whole-value regex accepts it (no checks left), else None."""
     m = g.via_parm_full.fullmatch(text)
-    if m is not None and "received" not in text:
-        port_text = m.group(5)
-        return Via(
-            f"{m.group(1)}/{m.group(2)}",
-            m.group(3).upper(),
-            m.group(4).lower(),
-            int(port_text) if port_text else None,
-            _fast_params(m.group(6)),
-        )
+    if m is None:
+        return None
+    port_text = m.group(5)
+    return Via(
+        f"{m.group(1)}/{m.group(2)}",
+        m.group(3).upper(),
+        m.group(4).lower(),
+        int(port_text) if port_text else None,
+        _fast_params(m.group(6)),
+    )
+
+
+def _via_slow(text: str) -> Via:
+    """The piecewise parse, for values the whole-value regex refused (or with received=)."""
     m = g.via_parm.fullmatch(text)
     if m is None:
         raise ParseError(

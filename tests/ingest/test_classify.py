@@ -44,6 +44,15 @@ def test_classify_payload(payload: bytes, kind: Kind) -> None:
     assert classify_payload(payload) is kind
 
 
+def test_classification_is_the_same_when_the_first_line_is_remembered() -> None:
+    """classify_payload remembers the kind of each first line (classify._LINE_KINDS): every
+    case classified again, in reverse and with another body, gives the same kind."""
+    for payload, kind in [*CASES, *reversed(CASES)]:
+        assert classify_payload(payload) is kind
+        if b"\n" in payload and kind in (Kind.SIP, Kind.MALFORMED_SIP, Kind.OTHER):
+            assert classify_payload(payload + b"other body\r\n") is kind
+
+
 def test_prefilter_never_drops_what_classify_accepts() -> None:
     payloads = [p for p, _ in CASES]
     buf = np.frombuffer(b"".join(payloads) + bytes(16), np.uint8)

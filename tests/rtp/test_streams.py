@@ -241,3 +241,23 @@ def test_segmented_iir_matches_loop() -> None:
         prev = ref[i]
     assert prev is not None
     assert np.allclose(y, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_streams_in_first_packet_order_and_evolve_is_replace() -> None:
+    """finish() numbers streams by their first frame (RtpCollector._finished); evolve()
+    copies a stream as dataclasses.replace does, and refuses a field it does not have."""
+    path = PCAPS / "sipnab__SIP_DTMF2.cap"
+    if not path.exists():
+        pytest.skip("shared corpus absent")
+    streams = collect(path)[0]
+    assert len(streams) >= 2
+    assert [s.id for s in streams] == list(range(len(streams)))
+    firsts = [s.first_frame for s in streams]
+    assert firsts == sorted(firsts)
+    s = streams[0]
+    assert any(x.events for x in streams)  # kept in memory only: compare=False fields too
+    changed = s.evolve(call=3, leg="a", events=((1, 2, 3, 4, 5, 6, b"x"),))
+    assert changed == replace(s, call=3, leg="a") and changed.events[0][-1] == b"x"
+    assert changed.srtp_keys == s.srtp_keys and s.call is None
+    with pytest.raises(TypeError):
+        s.evolve(no_such_field=1)

@@ -156,6 +156,23 @@ def test_problem_codes_name_the_rule() -> None:
         assert serialise(msg) == INVITE.replace(old, new, 1)
 
 
+def test_start_lines_are_judged_for_every_message() -> None:
+    """Clean start lines are remembered (message._STARTS); a line with a problem is not,
+    so every message carrying it reports it, and a response line keeps its own fields."""
+    for old, new, code in (
+        (b"SIP/2.0\r\nVia", b"SIP/3.0\r\nVia", ProblemCode.VERSION),
+        (b"INVITE sip", b"INVITE  sip", ProblemCode.START_LINE),
+    ):
+        for _ in range(3):
+            assert _codes(INVITE.replace(old, new, 1)) == {code}
+    for _ in range(2):
+        assert parse_message(INVITE).problem_codes == ()
+        ok = parse_message(
+            INVITE.replace(b"INVITE sip:bob@biloxi.example.com SIP/2.0", b"SIP/2.0 200 OK")
+        )
+        assert isinstance(ok, SipResponse) and (ok.status, ok.reason) == (200, "OK")
+
+
 def test_unterminated_header_block() -> None:
     data = INVITE.split(b"\r\n\r\n")[0] + b"\r\n"
     msg = parse_message(data)

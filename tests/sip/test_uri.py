@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from sipflow.errors import ParseError
+from sipflow.sip import uri
 from sipflow.sip.uri import parse_name_addr, parse_uri, parse_via, split_hostport
 
 
@@ -126,3 +129,59 @@ def test_via_forms() -> None:
 def test_via_errors(bad: str) -> None:
     with pytest.raises(ParseError):
         parse_via(bad)
+
+
+# uri._last_param: a value whose last parameter is new (a tag, a branch) reuses the parse
+# of the rest. Each value here must parse exactly as the whole value does from scratch.
+_NAME_ADDRS = [
+    '"Alice" <sip:alice@atlanta.example.com>',
+    "Bob Smith <sip:bob@biloxi.example.com>;x=1",
+    "<sip:carol@chicago.example.com>",
+    "sip:dave@example.com",
+    "tel:+15551234",
+    '<sip:a@b>;p="q;r"',
+    "<sip:a@b> ",
+    "<sip:a@b>\x0c",  # not SWS: the whole value is refused by the fast regex
+    "<sip:a b@c>",
+    '"unterminated <sip:a@b>',
+    "<sip:a@b>;",
+    "",
+]
+_VIAS = [
+    "SIP/2.0/UDP 192.0.2.1:5060",
+    "SIP / 2.0 / TCP client.example.com ",
+    "SIP/2.0/UDP 192.0.2.1\x0c",
+    "SIP/2.0/UDP [2001:db8::1]:5070;rport",
+    "SIP/2.0/UDP host:99999",
+    'SIP/2.0/UDP h;x="a;b"',
+    "SIP/2.0/UDP h;received=10.0.0.1",
+    "SIP/2.0/UDP",
+]
+_TAILS = [";tag=1", ";TAG=Ab.c-9", ";branch=z9hG4bK-1", ";tag=1;tag=2", ";lr", ';tag="q"']
+
+
+def _outcome(parse: Callable[[], object]) -> object:
+    try:
+        value = parse()
+    except ParseError as exc:
+        return str(exc)
+    return repr(value), list(getattr(value, "params", {}).items())  # params in order too
+
+
+@pytest.mark.parametrize("tail", _TAILS)
+@pytest.mark.parametrize("base", _NAME_ADDRS)
+def test_name_addr_with_a_new_last_param_parses_as_from_scratch(base: str, tail: str) -> None:
+    _outcome(lambda: parse_name_addr(f"{base};tag=earlier"))  # memo warm
+    text = (base + tail).strip()
+    scratch = _outcome(lambda: uri._name_addr_fast(text) or uri._name_addr_slow(text))
+    assert _outcome(lambda: parse_name_addr(base + tail)) == scratch
+
+
+@pytest.mark.parametrize("tail", _TAILS)
+@pytest.mark.parametrize("base", _VIAS)
+def test_via_with_a_new_last_param_parses_as_from_scratch(base: str, tail: str) -> None:
+    _outcome(lambda: parse_via(f"{base};branch=earlier"))  # memo warm
+    text = (base + tail).strip()
+    fast = uri._via_fast(text) if "received" not in text else None
+    scratch = _outcome(lambda: fast or uri._via_slow(text))
+    assert _outcome(lambda: parse_via(base + tail)) == scratch
