@@ -15,10 +15,12 @@ the final exchange at the hop nearest the caller, e.g.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sipflow.errors import ParseError
 from sipflow.findings import Finding, Ref, Severity
+from sipflow.frozen import builder
 from sipflow.sdp.media import (
     SDP_COLUMNS,
     CallMedia,
@@ -26,6 +28,7 @@ from sipflow.sdp.media import (
     MediaExchange,
     MediaLine,
     dtmf_of,
+    first_ref,
     media_exchange,
     refs_of,
     sdp_rows,
@@ -148,33 +151,67 @@ def _where(ex: Exchange) -> str:
 
 
 _Pair = tuple[int, MediaSection, MediaSection]
-# (exchange, its pairs, its accepted pairs): the rules of one exchange run back to back and
-# nearly all ask for these, so they are built once per exchange (the exchange is held, so
-# the identity test cannot match a new object at a reused address)
-_last: tuple[Exchange | None, list[_Pair], list[_Pair]] = (None, [], [])
 
 
-def _pairs_of(ex: Exchange) -> tuple[list[_Pair], list[_Pair]]:
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What the exchange rules ask of one exchange, worked out once for all of them."""
+
+    pairs: list[_Pair]
+    """(index, offered section, answered section) for each m-line both sides have."""
+    accepted: list[_Pair]
+    """The pairs whose answer accepted the stream (port not 0, RFC 3264 §6)."""
+    crypto: bool
+    """An a=crypto line on either side: without one the SDES rules have nothing to judge."""
+    dtls: bool
+    """A DTLS profile or an a=fingerprint on either side: else the DTLS rules stay quiet."""
+
+
+# (exchange, its shape): the rules of one exchange run back to back and nearly all ask for
+# it, so it is built once per exchange (the exchange is held, so the identity test cannot
+# match a new object at a reused address)
+_last: tuple[Exchange | None, _Shape | None] = (None, None)
+
+
+def _shape(ex: Exchange) -> _Shape:
     global _last
     memo = _last  # one read: another thread may replace it meanwhile
-    if memo[0] is not ex:
+    if memo[0] is not ex or memo[1] is None:
         pairs: list[_Pair] = []
         if ex.answer is not None:
             both = zip(ex.offer.media, ex.answer.media, strict=False)
             pairs = [(i, o, a) for i, (o, a) in enumerate(both)]
         accepted = [(i, o, a) for i, o, a in pairs if o.m and a.m and a.m.port != 0]
-        memo = _last = (ex, pairs, accepted)
-    return memo[1], memo[2]
+        crypto, dtls = _security(ex.offer)
+        if ex.answer is not None and not (crypto and dtls):
+            a_crypto, a_dtls = _security(ex.answer)
+            crypto, dtls = crypto or a_crypto, dtls or a_dtls
+        memo = _last = (ex, _new_shape(pairs, accepted, crypto, dtls))
+    assert memo[1] is not None
+    return memo[1]
+
+
+_new_shape = builder(_Shape)  # one per exchange: without the frozen __init__
+
+
+def _security(sdp: Sdp) -> tuple[bool, bool]:
+    """(an a=crypto anywhere, a DTLS profile or an a=fingerprint anywhere) in one SDP."""
+    crypto = "crypto" in sdp.session.by_key
+    dtls = "fingerprint" in sdp.session.by_key
+    for sec in sdp.media:
+        crypto = crypto or "crypto" in sec.by_key
+        dtls = dtls or "fingerprint" in sec.by_key or bool(sec.m and is_dtls_proto(sec.m.proto))
+    return crypto, dtls
 
 
 def _pairs(ex: Exchange) -> list[_Pair]:
     """(index, offered section, answered section) for each m-line both sides have."""
-    return _pairs_of(ex)[0]
+    return _shape(ex).pairs
 
 
 def _accepted(ex: Exchange) -> list[_Pair]:
     """The pairs whose answer accepted the stream (port not 0, RFC 3264 §6)."""
-    return _pairs_of(ex)[1]
+    return _shape(ex).accepted
 
 
 def rule_mline_count(ex: Exchange) -> list[Finding]:
@@ -205,6 +242,8 @@ def rule_codec_not_offered(ex: Exchange) -> list[Finding]:
     """sdp.answer_codec_not_offered: the answer lists formats the offer did not."""
     out = []
     for i, o, a in _accepted(ex):
+        if a.formats is o.formats:  # one shared tuple (same m= formats and rtpmaps): all offered
+            continue
         offered = {c.identity for c in o.formats}
         extra = [c for c in a.formats if c.identity not in offered]
         if not extra:
@@ -282,9 +321,11 @@ def rule_te_mismatch(ex: Exchange) -> list[Finding]:
     out = []
     for i, o, a in _accepted(ex):
         po, fo = dtmf_of(o)
-        pa, fa = dtmf_of(a)
+        pa, fa = dtmf_of(a) if po is not None else (None, None)
+        if po is None or pa is None:
+            continue
         eo, ea = _events(fo), _events(fa)
-        if po is None or pa is None or eo == ea:
+        if eo == ea:
             continue
         digits = eo is not None and ea is not None and eo & ea >= DTMF_EVENTS
         text = (
@@ -324,7 +365,9 @@ def rule_direction(ex: Exchange) -> list[Finding]:
 
 
 def _sdes_pairs(ex: Exchange) -> list[tuple[int, dict[int, CryptoAttr], CryptoAttr]]:
-    out = []
+    out: list[tuple[int, dict[int, CryptoAttr], CryptoAttr]] = []
+    if not _shape(ex).crypto:
+        return out
     for i, o, a in _accepted(ex):
         if a.crypto:
             out.append((i, {c.tag: c for c in o.crypto}, a.crypto[0]))
@@ -363,7 +406,9 @@ def rule_sdes_suite(ex: Exchange) -> list[Finding]:
 
 def rule_sdes_best_effort(ex: Exchange) -> list[Finding]:
     """sdp.sdes_best_effort: crypto offered on RTP/AVP (best-effort / opportunistic SRTP)."""
-    out = []
+    out: list[Finding] = []
+    if not _shape(ex).crypto:
+        return out
     for i, sec in enumerate(ex.offer.media):
         if sec.m is None or not sec.crypto or is_secure_proto(sec.m.proto):
             continue
@@ -379,7 +424,7 @@ def rule_sdes_best_effort(ex: Exchange) -> list[Finding]:
 def rule_dtls_setup(ex: Exchange) -> list[Finding]:
     """sdp.dtls_setup_conflict: a=setup roles that leave no DTLS client/server."""
     out: list[Finding] = []
-    if ex.answer is None:
+    if ex.answer is None or not _shape(ex).dtls:
         return out
     for i, o, _ in _accepted(ex):
         if not (is_dtls_proto(o.m.proto if o.m else "") or ex.offer.fingerprints_of(i)):
@@ -399,6 +444,8 @@ def rule_dtls_setup(ex: Exchange) -> list[Finding]:
 def rule_dtls_fingerprint(ex: Exchange) -> list[Finding]:
     """sdp.dtls_fingerprint: DTLS without a usable fingerprint, or both ends the same one."""
     out: list[Finding] = []
+    if not _shape(ex).dtls:
+        return out
     sides = [("offer", ex.offer, ex.offer_msgs)]
     if ex.answer is not None:
         sides.append(("answer", ex.answer, ex.answer_msgs))
@@ -514,15 +561,15 @@ CODES = (*DOCUMENT_RULES, *EXCHANGE_RULES, MALFORMED_BODY)
 
 
 def _document_findings(exchanges: list[Exchange]) -> list[Finding]:
-    seen: set[tuple[tuple[Ref, ...], int]] = set()
+    seen: set[tuple[tuple[tuple[int, int], ...], int]] = set()
     out: list[Finding] = []
     for ex in exchanges:
         docs = [(ex.offer, ex.offer_msgs, ex.offer_in)]
         if ex.answer is not None:
             docs.append((ex.answer, ex.answer_msgs, ex.answer_in or "?"))
         for sdp, msgs, where in docs:
-            refs = refs_of(msgs[:1])
-            key = (refs, id(sdp))
+            refs = first_ref(msgs)
+            key = (tuple([(r.source, r.frame) for r in refs]), id(sdp))  # ints hash in C, Refs not
             if key in seen:
                 continue
             seen.add(key)
@@ -556,9 +603,11 @@ def media_for_call(call: CallRecord) -> CallMedia:
     for msg, err in tr.unreadable:
         text = f"body of {_label(msg)} could not be read: {err}"
         findings.append(Finding(MALFORMED_BODY, W, text, "RFC 2046 §5.1.1", refs_of([msg])))
-    return CallMedia(
-        tuple(views), tuple(findings), _summary(views), tuple(sorted(tr.skipped.items()))
-    )
+    skipped = tuple(sorted(tr.skipped.items())) if tr.skipped else ()
+    return _new_call_media(tuple(views), tuple(findings), _summary(views), skipped)
+
+
+_new_call_media = builder(CallMedia)  # one per call: without the frozen __init__
 
 
 def _label(msg: SipMessage) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sipflow.findings import Finding, Ref
+from sipflow.frozen import builder
 from sipflow.sdp.model import Format, MediaSection, Sdp
 from sipflow.sdp.offer_answer import Exchange, Status
 from sipflow.sdp.srtp import (
@@ -73,6 +74,7 @@ class MediaLine:
     (:mod:`sipflow.rtp.decrypt`); never in ``to_dict`` or any other output."""
 
     def to_dict(self) -> dict[str, Any]:
+        crypto = self.crypto
         return {
             "index": self.index,
             "media": self.media,
@@ -92,9 +94,9 @@ class MediaLine:
             "ice": self.ice,
             "srtp": {
                 "method": self.srtp.value,
-                "suite": self.crypto.suite if self.crypto else None,
-                "tag": self.crypto.tag if self.crypto else None,
-                "params": self.crypto.to_dict() if self.crypto else None,
+                "suite": crypto.suite if crypto else None,
+                "tag": crypto.tag if crypto else None,
+                "params": crypto.to_dict() if crypto else None,
                 "setup": self.setup,
             },
         }
@@ -179,16 +181,31 @@ def _ref_dict(r: Ref) -> dict[str, int]:
     return {"source": r.source, "frame": r.frame}
 
 
+# built without the frozen __init__ (sipflow.frozen): one of each per m-line, exchange or frame
+_new_ref = builder(Ref)
+_new_line = builder(MediaLine)
+_new_exchange = builder(MediaExchange)
+
+
 # -- building the media view ----------------------------------------------------------------
 
 
 def refs_of(msgs: Iterable[SipMessage]) -> tuple[Ref, ...]:
-    out: dict[Ref, None] = {}
+    """Each message's last frame, in order, once each."""
+    out: dict[tuple[int, int], Ref] = {}  # keyed by ints: they hash in C, a Ref does not
     for m in msgs:
         o = m.origin
         if o is not None and o.frames:
-            out[Ref(o.source, o.frames[-1])] = None
-    return tuple(out)
+            key = (o.source, o.frames[-1])
+            if key not in out:
+                out[key] = _new_ref(*key)
+    return tuple(out.values())
+
+
+def first_ref(msgs: tuple[SipMessage, ...]) -> tuple[Ref, ...]:
+    """``refs_of(msgs[:1])`` without the slice and the dict (once per SDP document)."""
+    o = msgs[0].origin if msgs else None
+    return (_new_ref(o.source, o.frames[-1]),) if o is not None and o.frames else ()
 
 
 def _addr(sdp: Sdp, i: int) -> str | None:
@@ -211,7 +228,7 @@ def _srtp(offer: Sdp, answer: Sdp | None, i: int) -> tuple[SrtpMethod, CryptoAtt
     side = answer if answer is not None else offer
     sec = side.media[i]
     proto = sec.m.proto if sec.m else ""
-    if is_dtls_proto(proto) or (side.fingerprints_of(i) and is_secure_proto(proto)):
+    if is_dtls_proto(proto) or (is_secure_proto(proto) and side.fingerprints_of(i)):
         return SrtpMethod.DTLS, None
     if sec.crypto:
         return SrtpMethod.SDES, sec.crypto[0] if answer is not None else None
@@ -219,6 +236,8 @@ def _srtp(offer: Sdp, answer: Sdp | None, i: int) -> tuple[SrtpMethod, CryptoAtt
 
 
 def _setup(offer: Sdp, answer: Sdp | None, i: int) -> str | None:
+    if not (_says("setup", offer, i) or (answer is not None and _says("setup", answer, i))):
+        return None  # no a=setup on either side (all but DTLS-SRTP): nothing to read
     a = offer.setup_of(i)
     b = answer.setup_of(i) if answer is not None and i < len(answer.media) else None
     if a is None and b is None:
@@ -226,42 +245,52 @@ def _setup(offer: Sdp, answer: Sdp | None, i: int) -> str | None:
     return f"{a.value if a else '-'}/{b.value if b else '-'}"
 
 
+def _says(key: str, sdp: Sdp, i: int) -> bool:
+    """An ``a=<key>`` line in m-line ``i`` or at the session level (cheaper than reading it)."""
+    return key in sdp.session.by_key or (i < len(sdp.media) and key in sdp.media[i].by_key)
+
+
 def _line(ex: Exchange, i: int) -> MediaLine:
     offer, answer = ex.offer, ex.answer
     osec = offer.media[i]
     asec = answer.media[i] if answer is not None and i < len(answer.media) else None
     ans = answer if asec is not None else None
+    om, am = osec.m, asec.m if asec is not None else None
     offered = osec.formats
-    rejected = asec is None or asec.m is None or asec.m.port == 0
+    rejected = am is None or am.port == 0
     codecs: tuple[Codec, ...] = ()
     if asec is not None and not rejected:
-        want = {c.identity for c in offered}
-        codecs = tuple(c for c in asec.formats if c.identity in want)
+        if asec.formats is offered:  # one shared tuple (same m= formats and rtpmaps)
+            codecs = offered
+        else:
+            want = {c.identity for c in offered}
+            codecs = tuple([c for c in asec.formats if c.identity in want])
     dtmf_o, fmtp_o = dtmf_of(osec)
     dtmf_a, fmtp_a = dtmf_of(asec) if asec is not None else (None, None)
     method, crypto = _srtp(offer, ans, i)
-    return MediaLine(
-        index=i,
-        media=osec.m.media if osec.m else "?",
-        offer_proto=osec.m.proto if osec.m else "?",
-        answer_proto=asec.m.proto if asec is not None and asec.m else None,
-        offer_addr=_addr(offer, i),
-        answer_addr=_addr(ans, i) if ans is not None else None,
-        rejected=rejected,
-        offered=offered,
-        codecs=codecs,
-        ptime=(asec.ptime if asec is not None else None) or osec.ptime,
-        dtmf_pt=dtmf_a if asec is not None else dtmf_o,
-        dtmf_offer_fmtp=fmtp_o,
-        dtmf_answer_fmtp=fmtp_a,
-        direction_offer=offer.direction_of(i).value,
-        direction_answer=ans.direction_of(i).value if ans is not None else None,
-        rtcp_mux=osec.rtcp_mux and asec is not None and asec.rtcp_mux,
-        ice=offer.ice_of(i) or (ans is not None and ans.ice_of(i)),
-        srtp=method,
-        crypto=crypto,
-        setup=_setup(offer, ans, i),
-        sdes=_sdes(osec, asec) if method is SrtpMethod.SDES else None,
+    # positional, in field order: keywords cost as much again as the build (one per m-line)
+    return _new_line(
+        i,  # index
+        om.media if om else "?",  # media
+        om.proto if om else "?",  # offer_proto
+        am.proto if am else None,  # answer_proto
+        _addr(offer, i),  # offer_addr
+        _addr(ans, i) if ans is not None else None,  # answer_addr
+        rejected,
+        offered,
+        codecs,
+        (asec.ptime if asec is not None else None) or osec.ptime,  # ptime
+        dtmf_a if asec is not None else dtmf_o,  # dtmf_pt
+        fmtp_o,  # dtmf_offer_fmtp
+        fmtp_a,  # dtmf_answer_fmtp
+        offer.direction_of(i).value,  # direction_offer
+        ans.direction_of(i).value if ans is not None else None,  # direction_answer
+        osec.rtcp_mux and asec is not None and asec.rtcp_mux,  # rtcp_mux
+        offer.ice_of(i) or (ans is not None and ans.ice_of(i)),  # ice
+        method,  # srtp
+        crypto,
+        _setup(offer, ans, i),  # setup
+        _sdes(osec, asec) if method is SrtpMethod.SDES else None,  # sdes
     )
 
 
@@ -287,20 +316,20 @@ def exchange_summary(status: str, final_status: int | None, lines: tuple[MediaLi
 def media_exchange(ex: Exchange, nearest: bool) -> MediaExchange:
     status = ex.status.value
     final_status = ex.final.status if ex.final is not None else None
-    lines = tuple(_line(ex, i) for i in range(len(ex.offer.media)))
-    return MediaExchange(
-        leg=ex.leg,
-        nearest=nearest,
-        method=ex.method,
-        offer_in=ex.offer_in,
-        answer_in=ex.answer_in,
-        offerer=ex.offerer.value,
-        status=status,
-        final_status=final_status,
-        offer_frames=refs_of(ex.offer_msgs),
-        answer_frames=refs_of(ex.answer_msgs),
-        lines=lines,
-        summary_text=exchange_summary(status, final_status, lines),
+    lines = tuple([_line(ex, i) for i in range(len(ex.offer.media))])
+    return _new_exchange(  # positional, in field order (see _line)
+        ex.leg,
+        nearest,
+        ex.method,
+        ex.offer_in,
+        ex.answer_in,
+        ex.offerer.value,  # offerer
+        status,
+        final_status,
+        refs_of(ex.offer_msgs),  # offer_frames
+        refs_of(ex.answer_msgs),  # answer_frames
+        lines,
+        exchange_summary(status, final_status, lines),  # summary_text
     )
 
 

@@ -10,8 +10,12 @@ at the model's boundary, it becomes an :class:`SdpProblem` naming the line, and 
 stays in the model unparsed. Unknown attributes are kept as name/value text.
 
 Lines before the first ``m=`` form the session section; each ``m=`` starts a media
-section (RFC 8866 §5). Media-level accessors (direction, connection, ICE, DTLS) fall back
-to the session level as RFC 8866 §5.7/§6.7, RFC 8839 §5 and RFC 8122 §5 say.
+section (RFC 8866 §5). Two bounded caches keep this cheap when bodies repeat with small
+changes (each call's SDP differs from the last in o=, c= and the m= port): each distinct
+line is read once, and so is each distinct set of a section's ``a=`` lines with its m=
+formats (the attribute index, rtpmaps and formats, shared between sections, never
+changed). Media-level accessors (direction, connection, ICE, DTLS) fall back to the
+session level as RFC 8866 §5.7/§6.7, RFC 8839 §5 and RFC 8122 §5 say.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from functools import lru_cache
 from typing import NamedTuple, TypeVar
 
 from sipflow.errors import ParseError
+from sipflow.frozen import builder
 from sipflow.sdp.srtp import (
     CryptoAttr,
     Fingerprint,
@@ -522,9 +527,15 @@ def _media(value: str) -> MediaDesc:
     port, _, count = parts[1].partition("/")
     n = _int(count, "m=") if count else None
     fmts = tuple(parts[3:])
-    rtp = "RTP" in parts[2].upper()
-    pts = tuple(int(f) for f in fmts if rtp and f.isdigit() and int(f) < 128)
-    return MediaDesc(parts[0], _int(port, "m="), n, parts[2], fmts, pts)
+    pts = _payload_types(parts[2], fmts)
+    return _new_media_desc(parts[0], _int(port, "m="), n, parts[2], fmts, pts)
+
+
+@lru_cache(maxsize=1024)  # m= lines differ in their port; profile and formats repeat
+def _payload_types(proto: str, fmts: tuple[str, ...]) -> tuple[int, ...]:
+    """The formats that are RTP payload type numbers (none unless the profile is RTP)."""
+    rtp = "RTP" in proto.upper()
+    return tuple(int(f) for f in fmts if rtp and f.isdigit() and int(f) < 128)
 
 
 def _bandwidth(value: str) -> object:
@@ -706,71 +717,99 @@ def _index(attrs: list[Attribute]) -> dict[str, tuple[Attribute, ...]]:
     return {k: tuple(v) for k, v in out.items()}
 
 
-class _Builder:
-    """Collects lines into sections while parsing."""
+_Parts = tuple[list[SdpLine], list[Attribute], list[str], "MediaDesc | None"]
+# (lines, attributes, attribute line texts, parsed m= line) of one section while parsing
 
-    def __init__(self) -> None:
-        self.lines: list[SdpLine] = []
-        self.problems: list[SdpProblem] = []
-        self.sections: list[tuple[list[SdpLine], list[Attribute], MediaDesc | None]] = [
-            ([], [], None)
-        ]
 
-    def problem(self, kind: ProblemKind, line: SdpLine | None, detail: str) -> None:
-        idx, text = (line.index, line.text) if line is not None else (-1, "")
-        self.problems.append(SdpProblem(kind, idx, text, detail))
+def _read_lines(
+    texts: list[str], eols: list[str]
+) -> tuple[list[SdpLine], list[_Parts], list[SdpProblem]]:
+    """Every line in order, split into the session part and one part per ``m=`` line, and
+    the problems of single lines (one loop, names bound locally: this is most of the parse)."""
+    cache, lines, problems = _LINE_CACHE, [], []
+    s_lines: list[SdpLine] = []
+    s_attrs: list[Attribute] = []
+    s_texts: list[str] = []
+    sections: list[_Parts] = [(s_lines, s_attrs, s_texts, None)]
+    for index, text in enumerate(texts):
+        kind, value, parsed, attr, found = cache.get(text) or _cached_info(text)
+        line = _new_line(SdpLine, (index, text, eols[index], kind, value, parsed))
+        for pk, detail in found:
+            problems.append(SdpProblem(pk, index, text, detail))
+        lines.append(line)
+        if kind == "m":
+            s_lines, s_attrs, s_texts = [], [], []
+            m = parsed if isinstance(parsed, MediaDesc) else None
+            sections.append((s_lines, s_attrs, s_texts, m))
+        s_lines.append(line)
+        if attr is not None:
+            s_attrs.append(attr)
+            s_texts.append(text)
+    return lines, sections, problems
 
-    def add_lines(self, texts: list[str], eols: list[str]) -> None:
-        """Every line, in order (one loop, names bound locally: this is most of the parse)."""
-        cache, lines, problems = _LINE_CACHE, self.lines, self.problems
-        sections = self.sections
-        s_lines, s_attrs, _ = sections[-1]
-        for index, text in enumerate(texts):
-            kind, value, parsed, attr, found = cache.get(text) or _cached_info(text)
-            line = _new_line(SdpLine, (index, text, eols[index], kind, value, parsed))
-            for pk, detail in found:
-                problems.append(SdpProblem(pk, index, text, detail))
-            lines.append(line)
-            if kind == "m":
-                s_lines, s_attrs = [], []
-                sections.append(
-                    (s_lines, s_attrs, parsed if isinstance(parsed, MediaDesc) else None)
-                )
-            s_lines.append(line)
-            if attr is not None:
-                s_attrs.append(attr)
 
-    def finish(self) -> Sdp:
-        self._structure()
-        (s_lines, s_attrs, _), *media = self.sections
-        session = Section(tuple(s_lines), tuple(s_attrs), _index(s_attrs))
-        sections = tuple(_media_section(ls, at, m) for ls, at, m in media)
-        return Sdp(tuple(self.lines), session, sections, tuple(self.problems))
+def _structure(lines: list[SdpLine], session: list[SdpLine]) -> list[SdpProblem]:
+    """RFC 8866 §5: v= first; o=, s= and t= present (blank trailing lines aside)."""
+    first = lines[0] if lines and lines[0].type else None  # v= first: nearly always
+    first = first or next((line for line in lines if line.type), None)
+    if first is None:
+        return [SdpProblem(ProblemKind.STRUCTURE, -1, "", "no '<type>=<value>' line at all")]
+    out = []
+    if first.type != "v":
+        detail = "the first line is not v= (RFC 8866 §5)"
+        out.append(SdpProblem(ProblemKind.STRUCTURE, first.index, first.text, detail))
+    types = {line.type for line in session}
+    if not _SESSION_MUST.issubset(types):
+        names = ", ".join(f"{t}=" for t in "ost" if t not in types)
+        detail = f"session part lacks {names} (RFC 8866 §5)"
+        out.append(SdpProblem(ProblemKind.STRUCTURE, -1, "", detail))
+    return out
 
-    def _structure(self) -> None:
-        """RFC 8866 §5: v= first; o=, s= and t= present (blank trailing lines aside)."""
-        first = next((line for line in self.lines if line.type), None)
-        if first is None:
-            self.problem(ProblemKind.STRUCTURE, None, "no '<type>=<value>' line at all")
-            return
-        if first.type != "v":
-            self.problem(ProblemKind.STRUCTURE, first, "the first line is not v= (RFC 8866 §5)")
-        session = {line.type for line in self.sections[0][0]}
-        if not _SESSION_MUST.issubset(session):
-            missing = [t for t in "ost" if t not in session]
-            names = ", ".join(f"{t}=" for t in missing)
-            self.problem(ProblemKind.STRUCTURE, None, f"session part lacks {names} (RFC 8866 §5)")
+
+_Shared = tuple[
+    tuple[Attribute, ...], dict[str, tuple[Attribute, ...]], dict[int, RtpMap], tuple[Format, ...]
+]
+# A section's attribute lines (and its m= formats) -> what is built from them. Between SDPs
+# only a few lines change (o= versions, m= ports, c= addresses); the attributes, their index,
+# the rtpmaps and the formats repeat, so each distinct set is built once (its dicts shared,
+# never changed). Bounded: the text is from the wire.
+_SECTION_CACHE: dict[tuple[object, ...], _Shared] = {}
+_SECTION_CACHE_MAX = 4096
+
+
+def _shared(key: tuple[object, ...], build: Callable[[], _Shared]) -> _Shared:
+    found = _SECTION_CACHE.get(key)
+    if found is None:
+        found = build()
+        if len(_SECTION_CACHE) >= _SECTION_CACHE_MAX:
+            _SECTION_CACHE.clear()
+        _SECTION_CACHE[key] = found
+    return found
+
+
+def _session_parts(
+    attrs: list[Attribute], texts: list[str]
+) -> tuple[tuple[Attribute, ...], dict[str, tuple[Attribute, ...]]]:
+    key = ("session", *texts)
+    found = _SECTION_CACHE.get(key) or _shared(key, lambda: (tuple(attrs), _index(attrs), {}, ()))
+    return found[0], found[1]
 
 
 def _media_section(
-    lines: list[SdpLine], attrs: list[Attribute], m: MediaDesc | None
+    lines: list[SdpLine], attrs: list[Attribute], texts: list[str], m: MediaDesc | None
 ) -> MediaSection:
+    key = (m.fmts if m is not None else None, bool(m and m.payload_types), *texts)
+    found = _SECTION_CACHE.get(key) or _shared(key, lambda: _media_parts(attrs, m))
+    return MediaSection(tuple(lines), found[0], found[1], m, found[2], found[3])
+
+
+def _media_parts(attrs: list[Attribute], m: MediaDesc | None) -> _Shared:
     rtpmaps: dict[int, RtpMap] = {}
     for a in attrs:
         if isinstance(a.parsed, RtpMap):
             rtpmaps.setdefault(a.parsed.pt, a.parsed)
     formats = tuple(_format(f, m, rtpmaps) for f in m.fmts) if m is not None else ()
-    return MediaSection(tuple(lines), tuple(attrs), _index(attrs), m, rtpmaps, formats)
+    return tuple(attrs), _index(attrs), rtpmaps, formats
 
 
 def _format(fmt: str, m: MediaDesc, rtpmaps: dict[int, RtpMap]) -> Format:
@@ -785,6 +824,10 @@ def _format(fmt: str, m: MediaDesc, rtpmaps: dict[int, RtpMap]) -> Format:
         return Format(fmt, pt, name, clock, ch)
     return Format(fmt, pt, "")
 
+
+# built without the frozen __init__ (sipflow.frozen): one of each per SDP or per m= line
+_new_sdp = builder(Sdp)
+_new_media_desc = builder(MediaDesc)
 
 _EOL = re.compile(r"(\r\n|\n|\r)")
 # SdpLine built straight from a tuple: the NamedTuple __new__ wrapper is a Python call per line
@@ -811,6 +854,10 @@ def _split_lines(text: str) -> tuple[list[str], list[str]]:
 @lru_cache(maxsize=256)  # a call's hops relay the same bodies; calls seldom repeat another's
 def parse_sdp(data: bytes) -> Sdp:
     """Parse an SDP body. Never raises: what does not follow RFC 8866 is in ``problems``."""
-    b = _Builder()
-    b.add_lines(*_split_lines(data.decode("utf-8", "surrogateescape")))
-    return b.finish()
+    lines, sections, problems = _read_lines(*_split_lines(data.decode("utf-8", "surrogateescape")))
+    problems.extend(_structure(lines, sections[0][0]))
+    s_lines, s_attrs, s_texts, _ = sections[0]
+    attrs, by_key = _session_parts(s_attrs, s_texts)
+    session = Section(tuple(s_lines), attrs, by_key)
+    media = tuple([_media_section(*parts) for parts in sections[1:]])
+    return _new_sdp(tuple(lines), session, media, tuple(problems))

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from sipflow.errors import ParseError
+from sipflow.frozen import builder
 from sipflow.ingest.types import Endpoint
 from sipflow.sdp.model import Sdp, parse_sdp
 from sipflow.sdp.multipart import sdp_body
@@ -78,6 +79,9 @@ class Exchange:
     to_tag: str | None = None
     peer_sdp: Sdp | None = None
     """The last SDP the other party sent on this leg before this offer (its known formats)."""
+
+
+_new_exchange = builder(Exchange)  # one per offer/answer: without the frozen __init__
 
 
 @dataclass(slots=True)
@@ -235,7 +239,7 @@ class _Tracker:
             for answer, where, msgs, tag in self._answers(p):
                 status = Status.ANSWERED if answer is not None else _unanswered(p)
                 out.append(
-                    Exchange(
+                    _new_exchange(
                         p.leg, p.leg_key, p.method, p.offer_in, where, p.offerer, offer,
                         answer, tuple(p.offer_msgs), tuple(msgs), status, p.final,
                         p.via_count, tag, peer,
@@ -307,13 +311,13 @@ def message_sdp(msg: SipMessage) -> bytes | None:
 
 def _timeline(records: Iterable[TransactionRecord]) -> list[tuple[SipMessage, TransactionRecord]]:
     items = [(m, r) for r in records for m in r.messages]
-
-    def when(item: tuple[SipMessage, TransactionRecord]) -> tuple[int, int]:
-        o = item[0].origin
-        return (o.ts, o.frames[-1] if o.frames else 0) if o is not None else (0, 0)
-
-    items.sort(key=when)
+    items.sort(key=_when)
     return items
+
+
+def _when(item: tuple[SipMessage, TransactionRecord]) -> tuple[int, int]:
+    o = item[0].origin
+    return (o.ts, o.frames[-1] if o.frames else 0) if o is not None else (0, 0)
 
 
 def track(records: Iterable[TransactionRecord], caller_tag: str | None) -> Tracking:

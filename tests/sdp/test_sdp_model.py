@@ -181,3 +181,40 @@ def test_seed_trace_bodies_round_trip_and_parse() -> None:
     assert [sec.m.proto for sec in offer.media if sec.m] == ["RTP/SAVP", "RTP/AVP"]
     tags = [c.tag for c in offer.media[0].crypto]
     assert tags == list(range(1, 10))
+
+
+def _one_stream(m_line: str, *attrs: str) -> bytes:
+    lines = ["v=0", "o=- 1 1 IN IP4 192.0.2.1", "s=-", "c=IN IP4 192.0.2.1", "t=0 0", m_line]
+    return ("\r\n".join([*lines, *attrs]) + "\r\n").encode()
+
+
+def test_sections_with_the_same_attribute_lines_share_what_is_built_from_them() -> None:
+    # only the port (and o=) differ from call to call: the formats are built once
+    a = parse_sdp(_one_stream("m=audio 4000 RTP/AVP 8 101", "a=rtpmap:101 telephone-event/8000"))
+    b = parse_sdp(_one_stream("m=audio 4002 RTP/AVP 8 101", "a=rtpmap:101 telephone-event/8000"))
+    assert a.media[0].formats is b.media[0].formats
+    assert [f.label for f in b.media[0].formats] == ["PCMA/8000", "telephone-event/8000"]
+    assert (a.media[0].m, b.media[0].m) == (
+        MediaDesc("audio", 4000, None, "RTP/AVP", ("8", "101"), (8, 101)),
+        MediaDesc("audio", 4002, None, "RTP/AVP", ("8", "101"), (8, 101)),
+    )
+    assert b.serialise() == _one_stream(
+        "m=audio 4002 RTP/AVP 8 101", "a=rtpmap:101 telephone-event/8000"
+    )
+
+
+@pytest.mark.parametrize(
+    ("m_line", "labels"),
+    [
+        ("m=audio 4000 RTP/AVP 0 8", ["PCMU/8000", "PCMA/8000"]),  # other formats
+        ("m=audio 4000 RTP/AVP 8", ["PCMA/8000"]),
+        ("m=image 4000 udptl 8", ["8"]),  # not an RTP profile: "8" is a name, not PT 8
+    ],
+)
+def test_sections_with_the_same_attributes_but_other_formats_are_not_mixed_up(
+    m_line: str, labels: list[str]
+) -> None:
+    parse_sdp(_one_stream("m=audio 4000 RTP/AVP 8", "a=sendrecv"))  # the cached one
+    sdp = parse_sdp(_one_stream(m_line, "a=sendrecv"))
+    assert [f.label for f in sdp.media[0].formats] == labels
+    assert sdp.direction_of(0) is Direction.SENDRECV
