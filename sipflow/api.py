@@ -370,7 +370,7 @@ def _split(
     None when a worker failed (killed, out of memory): the caller runs unsplit instead."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from sipflow.engine.shard import ShardOutput, merge_results, plan, run_shard
+    from sipflow.engine.shard import ShardOutput, merge_results, plan, run_shard, unpack
 
     plain = replace(opts, progress=None)  # callbacks do not travel to workers
     first, *others = plan(shards)
@@ -391,7 +391,7 @@ def _split(
         outputs: list[ShardOutput] = []
         for fut in futures:
             try:
-                outputs.append(fut.result())
+                outputs.append(unpack(fut.result()))
             except Exception:  # BrokenProcessPool, a pickling error: redo it in one process
                 return None
         for out in outputs:

@@ -10,7 +10,9 @@ raw bytes, before parsing); messages without a Call-ID go to shard 0. Shard 0 ru
 the calling process and alone keeps what is per packet rather than per call: frame and
 skip counts, ingest findings, RTP statistics and TLS session facts. Shards 1..n-1 run in
 worker processes and send back their calls, activity, counts and the findings of the
-messages they parsed (:class:`ShardOutput`); :func:`merge_results` adds them to shard 0's.
+messages they parsed (:class:`ShardOutput`, pickled by :func:`pack`: the frozen slotted
+dataclasses of the calls rebuilt by their constructor); :func:`merge_results` adds them to
+shard 0's.
 
 A shard still sees the time of every message it does not parse (:class:`Tick`): the
 transaction timers run on input time (RFC 3261 §17, time passed in), and a call whose
@@ -23,9 +25,15 @@ except that findings are listed by frame instead of in the order they were raise
 
 from __future__ import annotations
 
+import copyreg
+import io
+import pickle
 import re
 import zlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from functools import cache
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -117,8 +125,9 @@ class ShardOutput:
     """A :class:`sipflow.api.Built` (typed loosely: api imports this module)."""
 
 
-def run_shard(paths: list[str], shard: Shard, options: Any) -> ShardOutput:
-    """One worker shard over every path (in a worker process)."""
+def run_shard(paths: list[str], shard: Shard, options: Any) -> bytes:
+    """One worker shard over every path (in a worker process): its :class:`ShardOutput`,
+    packed (:func:`pack`; the parent reads it with :func:`unpack`)."""
     from sipflow import api
 
     results, built = api.build_shard(paths, shard, options)
@@ -130,7 +139,53 @@ def run_shard(paths: list[str], shard: Shard, options: Any) -> ShardOutput:
         )
         for r in results
     ]
-    return ShardOutput(shard.index, sources, built)
+    return pack(ShardOutput(shard.index, sources, built))
+
+
+def pack(out: ShardOutput) -> bytes:
+    """``out`` pickled for the trip to the parent. Frozen slotted dataclasses pickle through
+    ``dataclasses``' Python-level ``__getstate__``/``__setstate__``; the calls' records, SDP
+    lines and refs go as (class, field values) instead, rebuilt by their constructor: half
+    the instructions of pickling and unpickling a worker's calls (load capture: 650 M ->
+    343 M, 1.0 MB)."""
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.dispatch_table = _by_constructor()
+    pickler.dump(out)
+    return buf.getvalue()
+
+
+def unpack(data: bytes) -> ShardOutput:
+    """What :func:`pack` packed."""
+    out: ShardOutput = pickle.loads(data)
+    return out
+
+
+_Reduce = Callable[[Any], Any]
+
+
+@cache
+def _by_constructor() -> dict[type, _Reduce]:
+    """The pickling dispatch table of :func:`pack` (the classes a shard's calls are made of;
+    each has an ``__init__`` taking every field, and no ``__post_init__``)."""
+    from sipflow.correlate.calls import CallRecord
+    from sipflow.correlate.facts import HopTimes
+    from sipflow.findings import Finding, Ref
+    from sipflow.sdp.media import CallMedia, MediaExchange, MediaLine
+    from sipflow.sdp.model import Format
+
+    table: dict[type, _Reduce] = dict(copyreg.dispatch_table)
+    for cls in (CallRecord, CallMedia, MediaExchange, MediaLine, Format, HopTimes, Ref, Finding):
+        table[cls] = _constructor_reduce(cls)
+    return table
+
+
+def _constructor_reduce(cls: type) -> _Reduce:
+    names = [f.name for f in fields(cls)]
+    values = attrgetter(*names)
+    if len(names) == 1:
+        return lambda obj: (cls, (values(obj),))
+    return lambda obj: (cls, values(obj))
 
 
 def merge_results(results: list[SourceResult], parts: list[SourcePart]) -> None:

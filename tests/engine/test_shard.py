@@ -165,3 +165,28 @@ def test_a_failed_worker_redoes_the_run_in_one_process(monkeypatch: pytest.Monke
     assert [f["code"] for f in redone.pop("findings")][-1] == "engine.split_failed"
     single.pop("findings")
     assert redone == single
+
+
+def test_a_packed_shard_output_unpacks_equal() -> None:
+    """What a worker sends back (calls rebuilt by their constructors, sipflow.engine.shard.
+    pack) unpacks equal to what it built, SDP lines, formats and refs included."""
+    opts = Options(keep_messages=False, keep_records=False, jobs=2, split=True)
+    path = [str(SAMPLES / "sipp_uac_uas_udp_mixed.pcap")]
+    built = shard.run_shard(path, plan(2)[1], opts)
+    out = shard.unpack(built)
+    calls = out.built.calls
+    assert calls and any(m.exchanges and m.exchanges[0].lines for _, m, _ in calls)
+    again = shard.unpack(shard.pack(out))
+    assert again.built.calls == calls and again.sources == out.sources
+    assert again.built.counts == out.built.counts and again.built.findings == out.built.findings
+
+
+def test_classes_packed_by_constructor_take_every_field() -> None:
+    """pack rebuilds these by calling the class with every field's value: a field left out
+    of ``__init__`` or a ``__post_init__`` would break or change that."""
+    from dataclasses import fields
+
+    packed = [cls for cls in shard._by_constructor() if hasattr(cls, "__dataclass_fields__")]
+    assert len(packed) == 8
+    for cls in packed:
+        assert all(f.init for f in fields(cls)) and not hasattr(cls, "__post_init__"), cls
