@@ -7,8 +7,9 @@ its owner: a call (an INVITE without To tag starts or continues one) or non-call
 A call is one Call-ID attempt by one caller (From tag): the same INVITE seen at several
 hops (more Vias each hop) or forked serially by a proxy stays one call with ``hops``; a
 401/407 challenge followed by a new INVITE (new CSeq) is one attempt with
-``auth_challenges``; a new INVITE with another From tag, after a call that ended, or long
-after, is a new call. Calls of one Call-ID can be open together (an SBC that keeps the
+``auth_challenges`` (also when an SBC gives the retry a new From tag: a tag no call of
+the Call-ID has, credentials, a higher CSeq, no dialog yet); a new INVITE with another
+From tag, after a call that ended, or long after, is a new call. Calls of one Call-ID can be open together (an SBC that keeps the
 Call-ID but rewrites the From tag: one call per side); an in-dialog request goes to the
 call whose dialog it names. Timings and outcome come from the hop nearest the caller (the
 INVITEs with the fewest Vias). A call is released once its transactions are over and its
@@ -277,12 +278,20 @@ class CallBuilder:
     def _invite_owner(self, msg: SipRequest, tf: TxFeed, out: BuilderOutput) -> _Call:
         cid = msg.call_id or ""
         tag = msg.from_tag or ""
-        for call in self._newest_first(cid):
+        calls = self._newest_first(cid)
+        for call in calls:
             if self._continues(call, msg):
                 call.initial.add(tf.key)  # type: ignore[arg-type]
                 return call
             if call.caller_tag == tag:
                 call.closed = True  # the same caller starts a new attempt
+        if all(call.caller_tag != tag for call in calls):
+            for call in calls:
+                if _retagged_retry(call, msg):
+                    call.caller_tag = tag
+                    call.dialogs.retag(tag)
+                    call.initial.add(tf.key)  # type: ignore[arg-type]
+                    return call
         call = _Call(cid, tag, msg, Dialogs(cid, tag), msg.ts)
         call.initial.add(tf.key)  # type: ignore[arg-type]
         self._by_cid.setdefault(cid, []).append(call)
@@ -514,6 +523,22 @@ def _outcome(
 
 _new_call_record = builder(CallRecord)
 _ENDED_BY = {e.value: e for e in EndedBy}  # EndedBy(value) is a slow Python-level call
+
+
+def _retagged_retry(call: _Call, msg: SipRequest) -> bool:
+    """Is this INVITE, with a From tag no call of its Call-ID has, the authenticated retry
+    of the challenged attempt ``call``? RFC 3261 §22.2 wants the retry to keep the From tag
+    (§8.1.3.5), but some SBCs make a new one per transaction: same Call-ID, a higher CSeq,
+    credentials, within the retry window, and no dialog started under the old tag."""
+    cseq = msg.cseq.seq if msg.cseq else -1
+    return (
+        not call.closed
+        and call.last_final in (401, 407)
+        and cseq > call.last_cseq
+        and msg.ts - call.last_ts <= RETRY_WINDOW
+        and not call.dialogs.started
+        and bool(msg.headers.count("Authorization") or msg.headers.count("Proxy-Authorization"))
+    )
 
 
 def build_record(call: _Call) -> CallRecord:

@@ -142,6 +142,17 @@ class Dialogs:
         self._by_tag: dict[str, _Dialog] = {}
         self._reported_acks: set[tuple[str, int]] = set()
 
+    @property
+    def started(self) -> bool:
+        """Has any dialog (early or confirmed) been created?"""
+        return bool(self._by_tag)
+
+    def retag(self, caller_tag: str) -> None:
+        """The caller's From tag changed before any dialog was created (an authenticated
+        retry sent with a new tag): later dialogs are made with this one."""
+        assert not self._by_tag, "a dialog already carries the old tag"
+        self.caller_tag = caller_tag
+
     # -- responses to the initial INVITE ------------------------------------------------
 
     def invite_response(self, resp: SipResponse, now: int) -> list[Finding]:

@@ -135,6 +135,34 @@ def test_sbc_that_keeps_the_call_id_but_rewrites_the_from_tag() -> None:
     assert {t.method for t in out.activity} == {"NOTIFY", "SUBSCRIBE"}  # no ACK/BYE/INVITE
 
 
+BF3880 = "bf3880-0-16e4-5af571fa-38bc4ba4-5af571fa@101.231.48.19"
+
+
+@pytest.mark.corpus
+def test_sbc_retry_with_a_new_from_tag_is_the_same_attempt() -> None:
+    """erspan_sip_ipv4_udp, Call-ID bf3880...: the SBC's inside INVITE CSeq 1 (frame 55,
+    From tag 00E4EF38-...-4ec53b84-45186f0a) gets 407 (frame 57) and ACK (58); its retry
+    CSeq 2 (frame 63) carries Proxy-Authorization but a new From tag (...-4ec53bd0-
+    57b3aab6), then 100/180/200/ACK, a re-INVITE and BYE (frames 64-126). The outside side
+    (tag be6170-..., frames 53-127) keeps its tag through its own 407 and retry. Two calls
+    for the Call-ID, each with one challenge: the inside attempt was an auth-failed call of
+    its own (4 messages) and the answered one started at the retry."""
+    capture = tshark_messages("heplify__erspan_sip_ipv4_udp.pcapng")
+    msgs = [m for m in capture if m.call_id == BF3880]
+    calls, _ = run_builder(msgs)
+    assert len(calls) == 2
+    at = {m.origin.frames[0]: m.ts for m in msgs if m.origin is not None}
+    inside = next(c for c in calls if "4ec53b" in (c.caller_tag or ""))
+    outside = next(c for c in calls if c is not inside)
+    assert (outside.caller_tag or "").startswith("be6170-")
+    assert (outside.start, inside.start) == (at[53], at[55])  # the inside call: from CSeq 1
+    for c in calls:
+        assert (c.outcome, c.final_code, c.auth_challenges) == (Outcome.ANSWERED, 200, 1)
+    assert inside.caller_tag.endswith("4ec53bd0-57b3aab6")
+    assert inside.ended_by is EndedBy.CALLER  # the BYE (frame 125) has the new tag
+    assert inside.messages == sum(1 for m in msgs if m.from_tag and "4ec53b" in m.from_tag)
+
+
 @pytest.mark.corpus
 def test_three_invites_one_dialog_acks_and_duration() -> None:
     """DTMFsipinfo: one UA sends INVITE CSeq 1, 2, 3 with one Call-ID and From tag (frames
@@ -499,3 +527,45 @@ def test_sipp_outcomes(
         assert all(c.ended_by is EndedBy.CALLER and c.duration_s for c in calls)
         assert all(c.pdd_ms is not None and c.setup_ms >= c.pdd_ms for c in calls)  # type: ignore[operator]
     assert [f.code for f in out.findings] == []
+
+
+def _invite(cseq: int, tag: str, ts: int, auth: bool) -> SipMessage:
+    creds = 'Proxy-Authorization: Digest username="a",realm="r",nonce="n",uri="sip:b@h"\r\n'
+    raw = (
+        "INVITE sip:b@192.0.2.2 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK{cseq}{tag}\r\n"
+        f"From: <sip:a@h>;tag={tag}\r\nTo: <sip:b@h>\r\nCall-ID: retag\r\n"
+        f"CSeq: {cseq} INVITE\r\nMax-Forwards: 70\r\n{creds if auth else ''}"
+        "Content-Length: 0\r\n\r\n"
+    )
+    return parse_message(raw.encode(), Origin(0, (cseq,), ts, Endpoint("192.0.2.1", 5060)))
+
+
+def _final(req: SipMessage, code: int, ts: int) -> SipMessage:
+    head = req.raw.decode().split("\r\n")
+    via, frm = head[1], head[2]
+    raw = (
+        f"SIP/2.0 {code} X\r\n{via}\r\n{frm}\r\nTo: <sip:b@h>;tag=uas\r\nCall-ID: retag\r\n"
+        f"{head[5]}\r\nContent-Length: 0\r\n\r\n"
+    )
+    return parse_message(raw.encode(), Origin(0, (100 + ts,), ts, Endpoint("192.0.2.2", 5060)))
+
+
+@pytest.mark.parametrize(
+    ("first_code", "auth", "calls_expected"),
+    [(407, True, 1), (407, False, 2), (486, True, 2)],
+)
+def test_new_from_tag_joins_only_a_challenged_attempt_with_credentials(
+    first_code: int, auth: bool, calls_expected: int
+) -> None:
+    """A second INVITE of the Call-ID with a new From tag and a higher CSeq continues the
+    first attempt only after a 401/407 and when it carries credentials (RFC 3261 §22.2)."""
+    s = 1_000_000_000
+    first = _invite(1, "t1", 1 * s, False)
+    retry = _invite(2, "t2", 2 * s, auth)
+    msgs = [first, _final(first, first_code, 1 * s + 1000), retry, _final(retry, 200, 3 * s)]
+    calls, _ = run_builder(msgs)
+    assert len(calls) == calls_expected
+    if calls_expected == 1:
+        (c,) = calls
+        assert (c.auth_challenges, c.final_code, c.caller_tag) == (1, 200, "t2")
