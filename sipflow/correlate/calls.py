@@ -9,11 +9,12 @@ hops (more Vias each hop) or forked serially by a proxy stays one call with ``ho
 401/407 challenge followed by a new INVITE (new CSeq) is one attempt with
 ``auth_challenges`` (also when an SBC gives the retry a new From tag: a tag no call of
 the Call-ID has, credentials, a higher CSeq, no dialog yet); a new INVITE with another
-From tag, after a call that ended, or long after, is a new call. Calls of one Call-ID can be open together (an SBC that keeps the
-Call-ID but rewrites the From tag: one call per side); an in-dialog request goes to the
-call whose dialog it names. Timings and outcome come from the hop nearest the caller (the
-INVITEs with the fewest Vias). A call is released once its transactions are over and its
-dialogs ended (or the input ended), so memory is bounded by the calls still open.
+From tag, after a call that ended, or long after, is a new call. Calls of one Call-ID can
+be open together (an SBC that keeps the Call-ID but rewrites the From tag: one call per
+side); an in-dialog request goes to the call whose dialog it names. Timings and outcome
+come from the hop nearest the caller (the INVITEs with the fewest Vias). A call is
+released once its transactions are over and its dialogs ended (or the input ended), so
+memory is bounded by the calls still open.
 """
 
 from __future__ import annotations

@@ -73,6 +73,9 @@ class Leg:
     """The leg's o= values that few legs share (a constant o= says nothing)."""
     media: frozenset[str] = frozenset()
     """The leg's media addresses that few legs share (phones reuse RTP ports)."""
+    sessions: frozenset[str] = frozenset()
+    """``o=`` username and sess-id of :attr:`origins` without the address, which an SBC or
+    NAT rewrites while the session stays the same (RFC 8866 §5.2)."""
 
     @classmethod
     def of(
@@ -91,6 +94,7 @@ class Leg:
         }
         src = f.near.src[0] if f.near.src else None
         dst = f.far.dst[0] if f.far.dst else None
+        unique = [o for o in f.origins if _unique_origin(o)]
         return cls(
             i,
             f,
@@ -99,9 +103,16 @@ class Leg:
             frozenset(targets),
             aliases.get(src, src) if src else None,
             aliases.get(dst, dst) if dst else None,
-            frozenset(o for o in f.origins if o not in common and _unique_origin(o)),
+            frozenset(o for o in unique if o not in common),
             frozenset(set(f.offer_addrs + f.answer_addrs) - common),
+            frozenset(s for o in unique if (s := session_of(o)) not in common),
         )
+
+
+def session_of(o: str) -> str:
+    """``o=`` (as :func:`sipflow.correlate.facts._origin` keeps it: username, sess-id,
+    address) without its address: ``"o=- 754582487"``."""
+    return "o=" + " ".join(o.split()[:2])
 
 
 def _unique_origin(o: str) -> bool:
@@ -119,7 +130,8 @@ def common_values(facts: list[LegFacts]) -> frozenset[str]:
     """o= values and media addresses seen on more than SHARED_LIMIT legs."""
     seen: dict[str, int] = {}
     for f in facts:
-        for v in set(f.origins + f.offer_addrs + f.answer_addrs):
+        sessions = tuple(session_of(o) for o in f.origins)
+        for v in set(f.origins + f.offer_addrs + f.answer_addrs + sessions):
             seen[v] = seen.get(v, 0) + 1
     return frozenset(v for v, n in seen.items() if n > SHARED_LIMIT)
 
@@ -422,12 +434,18 @@ def rule_callee(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
 
 
 def rule_sdp_origin(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
-    """The same o= (RFC 8866 §5.2 username, sess-id, address): the SDP passed through."""
+    """The same o= (RFC 8866 §5.2 username, sess-id, address): the SDP passed through;
+    the same username and sess-id at another address: an SBC rewrote only the address."""
     shared = a.origins & b.origins
-    if not shared:
+    if shared:
+        o = min(shared)
+        return Evidence("sdp_origin", "o=", o, o, 3.0)
+    session = min(a.sessions & b.sessions, default=None)
+    if session is None:
         return None
-    o = min(shared)
-    return Evidence("sdp_origin", "o=", o, o, 3.0)
+    oa = min(o for o in a.origins if session_of(o) == session)
+    ob = min(o for o in b.origins if session_of(o) == session)
+    return Evidence("sdp_origin", "o= (address rewritten)", oa, ob, 2.5)
 
 
 def rule_media_addr(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:

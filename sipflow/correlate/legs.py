@@ -246,6 +246,8 @@ def _shared_values(leg: Leg) -> Iterable[tuple[str, str]]:
         yield ("session", u)
     for icid in f.icids:
         yield ("icid", icid)
+    for session in leg.sessions:  # an SBC that rewrites only the o= address
+        yield ("o", session)
     core = call_id_core(f.call_id)
     tokens = {t for t in _TOKEN.split(core) if len(t) >= 8}
     if len(core) >= 8:
@@ -277,6 +279,8 @@ def _key_candidates(
             continue
         for x in range(len(idxs)):
             for y in range(x + 1, len(idxs)):
+                if kind == "o" and legs[idxs[x]].origins & legs[idxs[y]].origins:
+                    continue  # one o= unchanged (a UA's constant SDP): not an SBC's rewrite
                 _add(cands, legs, idxs[x], idxs[y])
 
 
