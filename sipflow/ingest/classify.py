@@ -21,6 +21,8 @@ import re
 import numpy as np
 import numpy.typing as npt
 
+from sipflow.memo import remember
+
 I64 = npt.NDArray[np.int64]
 
 
@@ -65,10 +67,7 @@ def classify_payload(payload: bytes) -> Kind:
     line = payload[:nl] if nl >= 0 else payload[:MAX_START_LINE]
     kind = _LINE_KINDS.get(line)
     if kind is None:
-        kind = _classify_line(line)
-        if len(_LINE_KINDS) >= _LINE_KINDS_MAX:
-            _LINE_KINDS.clear()
-        _LINE_KINDS[line] = kind
+        kind = remember(_LINE_KINDS, line, _classify_line(line), _LINE_KINDS_MAX)
     return kind
 
 

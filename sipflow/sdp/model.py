@@ -29,6 +29,7 @@ from typing import NamedTuple, TypeVar
 
 from sipflow.errors import ParseError
 from sipflow.frozen import builder
+from sipflow.memo import remember
 from sipflow.sdp.srtp import (
     CryptoAttr,
     Fingerprint,
@@ -703,10 +704,7 @@ def _attribute(value: str) -> tuple[Attribute, tuple[tuple[ProblemKind, str], ..
 def _cached_info(text: str) -> _Info:
     info = _LINE_CACHE.get(text)
     if info is None:
-        info = _line_info(text)
-        if len(_LINE_CACHE) >= _LINE_CACHE_MAX:
-            _LINE_CACHE.clear()
-        _LINE_CACHE[text] = info
+        info = remember(_LINE_CACHE, text, _line_info(text), _LINE_CACHE_MAX)
     return info
 
 
@@ -780,10 +778,7 @@ _SECTION_CACHE_MAX = 4096
 def _shared(key: tuple[object, ...], build: Callable[[], _Shared]) -> _Shared:
     found = _SECTION_CACHE.get(key)
     if found is None:
-        found = build()
-        if len(_SECTION_CACHE) >= _SECTION_CACHE_MAX:
-            _SECTION_CACHE.clear()
-        _SECTION_CACHE[key] = found
+        found = remember(_SECTION_CACHE, key, build(), _SECTION_CACHE_MAX)
     return found
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from sipflow.errors import ParseError
 from sipflow.ingest.types import Endpoint, Transport
+from sipflow.memo import remember
 from sipflow.sip import grammar as g
 from sipflow.sip.headers import Header, Headers, canonical, split_commas
 from sipflow.sip.uri import NameAddr, Via, parse_name_addr, parse_uri, parse_via
@@ -347,10 +348,7 @@ def _new_header(line: str, problems: _Problems) -> Header:
     # straight from a tuple: a line new to the cache is one per message or so, and the
     # NamedTuple __new__ is a Python-level call
     header = _new_tuple(Header, (found[0], value.strip(), line, found[1]))
-    if len(_LINES) >= _LINES_MAX:
-        _LINES.clear()
-    _LINES[line] = header
-    return header
+    return remember(_LINES, line, header, _LINES_MAX)
 
 
 def _fold(prev: Header, line: str, eol: str) -> Header:
@@ -415,9 +413,7 @@ def _start_fields(
         else (SipResponse, {"status": int(b), "reason": c, "version": a})
     )
     if len(problems) == before:
-        if len(_STARTS) >= _STARTS_MAX:
-            _STARTS.clear()
-        _STARTS[line] = known
+        remember(_STARTS, line, known, _STARTS_MAX)
     return known
 
 

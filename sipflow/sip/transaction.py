@@ -38,6 +38,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 from sipflow.findings import Finding, Ref, Severity
 from sipflow.frozen import builder
 from sipflow.ingest.types import Endpoint, Transport
+from sipflow.memo import remember
 from sipflow.sip.message import SipMessage, SipRequest, SipResponse
 
 MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 §8.1.1.7
@@ -317,10 +318,7 @@ def _sent_by(host: str, port: int | None, transport: str) -> str:
         return _SENT_BY[host, port, transport]
     except KeyError:
         text = _sent_by_text(host, port, transport)
-    if len(_SENT_BY) >= 4096:
-        _SENT_BY.clear()
-    _SENT_BY[host, port, transport] = text
-    return text
+    return remember(_SENT_BY, (host, port, transport), text, 4096)
 
 
 def _sent_by_text(host: str, port: int | None, transport: str) -> str:
