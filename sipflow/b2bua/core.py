@@ -10,7 +10,7 @@ A call has an A leg (we are the UAS of the caller's INVITE) and a B leg (we are 
 of our own INVITE to the route's target). Each leg is its own dialog: own Call-ID, tags,
 Via and Contact (topology hiding); nothing of one leg's headers reaches the other but
 the caller's user part and display name, the body, and (when configured) ``X-CID``.
-Transactions run in :class:`~sipflow.sip.transaction.LiveTransactions` (RFC 3261 §17);
+Transactions run in :class:`~sipflow.sip.live_tx.LiveTransactions` (RFC 3261 §17);
 requests inside a dialog are relayed leg to leg with their own CSeq, responses mapped
 back. A REFER from the B leg's side is a blind transfer the B2BUA carries out
 (:mod:`sipflow.b2bua.transfer`); building and sending messages, ACK, CANCEL, BYE and
@@ -55,15 +55,9 @@ from sipflow.b2bua.transfer import Transfers
 from sipflow.errors import ParseError
 from sipflow.ingest.types import Endpoint, Transport
 from sipflow.sip import auth
+from sipflow.sip.live_tx import Retransmit, TxTerminated, Verdict
 from sipflow.sip.message import SipRequest, SipResponse, parse_message
-from sipflow.sip.transaction import (
-    Retransmit,
-    TxEvent,
-    TxKey,
-    TxTerminated,
-    Verdict,
-    key_of,
-)
+from sipflow.sip.transaction import TxEvent, TxKey, key_of
 
 __all__ = [
     "B2BUA",

@@ -1,7 +1,7 @@
 """What every agent on the sans-IO core does with its legs: build, send, answer, end.
 
 How this works: :class:`Dialogs` holds the state a user agent keeps (transactions in
-:class:`~sipflow.sip.transaction.LiveTransactions`, legs by Call-ID and local tag, the
+:class:`~sipflow.sip.live_tx.LiveTransactions`, legs by Call-ID and local tag, the
 requests we sent and what waits for their answers, a heap of scheduled work) and the
 steps every call takes whatever it is for: requests built from a leg's dialog state
 (RFC 3261 §12.2.1.1), responses echoing the request (§8.2.6.2), client and server
@@ -41,16 +41,9 @@ from sipflow.b2bua.model import (
 from sipflow.errors import ParseError
 from sipflow.ingest.types import Endpoint, Transport
 from sipflow.sip import auth
+from sipflow.sip.live_tx import LiveTransactions, Verdict
 from sipflow.sip.message import SipRequest, SipResponse, parse_message
-from sipflow.sip.transaction import (
-    MS,
-    T1,
-    LiveTransactions,
-    TxKey,
-    Verdict,
-    is_reliable,
-    key_of,
-)
+from sipflow.sip.transaction import MS, T1, TxKey, is_reliable, key_of
 from sipflow.sip.uri import parse_name_addr
 
 SECOND = 1000 * MS

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 from sipflow.b2bua.model import Send
 from sipflow.ingest.types import Endpoint, Transport
-from sipflow.sip.transaction import LiveTransactions, TxKey, TxKind, TxState
+from sipflow.sip.live_tx import LiveTransactions
+from sipflow.sip.transaction import TxKey, TxKind, TxState
 
 Dst = tuple[Endpoint, Transport]
 _PEERS_MAX = 4096  # distinct peer endpoints shared between entries (then started afresh)

@@ -6,20 +6,8 @@ intervals, Timers B/F/H/D/K/I/J), not read from the tables.
 
 from __future__ import annotations
 
-from sipflow.sip.transaction import (
-    COMPACT_SLACK,
-    MS,
-    T1,
-    T2,
-    T4,
-    LiveTransactions,
-    Retransmit,
-    TxEvent,
-    TxKey,
-    TxState,
-    TxTerminated,
-    Verdict,
-)
+from sipflow.sip.live_tx import LiveTransactions, Retransmit, TxTerminated, Verdict
+from sipflow.sip.transaction import COMPACT_SLACK, MS, T1, T2, T4, TxEvent, TxKey, TxState
 
 KEY = TxKey("z9hG4bKlive", "127.0.0.1:5060", "INVITE")
 NKEY = TxKey("z9hG4bKlive2", "127.0.0.1:5060", "OPTIONS")
