@@ -443,8 +443,8 @@ def rule_sdp_origin(a: Leg, b: Leg, plan: NumberPlan) -> Evidence | None:
     session = min(a.sessions & b.sessions, default=None)
     if session is None:
         return None
-    oa = min(o for o in a.origins if session_of(o) == session)
-    ob = min(o for o in b.origins if session_of(o) == session)
+    oa = min((o for o in a.origins if session_of(o) == session), default=session)
+    ob = min((o for o in b.origins if session_of(o) == session), default=session)
     return Evidence("sdp_origin", "o= (address rewritten)", oa, ob, 2.5)
 
 

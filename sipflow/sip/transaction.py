@@ -814,10 +814,12 @@ def _finding_timeout(tx: _Tx, event: TxEvent) -> Finding:
 
 # -- retransmissions of live transactions (sipflow.sip.live_tx) ------------------------
 
-# Retransmission timers while a state lasts, on unreliable transports only:
-# (first interval, cap). RFC 3261 §17.1.1.2 Timer A: T1 doubling, no cap (Timer B ends
-# it); §17.1.2.2 Timer E: T1 doubling to T2, T2 in Proceeding; §17.2.1 Timer G: T1
-# doubling to T2; §13.3.1.4: the UAS core re-sends a 2xx at T1 doubling to T2 until ACK.
+# Retransmission timers while a state lasts, on unreliable transports only: (event, first
+# interval, cap). RFC 3261 §17.1.1.2 Timer A: T1 doubling, no cap (Timer B ends it);
+# §17.1.2.2 Timer E: T1 doubling to T2, T2 in Proceeding; §17.2.1 Timer G: T1 doubling to
+# T2; §13.3.1.4: the UAS core re-sends a 2xx at T1 doubling to T2 until ACK. The event is
+# what a retransmission is to the machine: Timer A/E re-send the request, Timer G the final
+# response, the 2xx timer the 2xx (all self-loops in TRANSITIONS).
 RETRANSMIT: dict[tuple[TxKind, TxState], tuple[TxEvent, int, int]] = {
     (_K.INVITE_CLIENT, _S.CALLING): (_E.TIMER_A, T1, 64 * T1),
     (_K.NON_INVITE_CLIENT, _S.TRYING): (_E.TIMER_E, T1, T2),
@@ -825,5 +827,3 @@ RETRANSMIT: dict[tuple[TxKind, TxState], tuple[TxEvent, int, int]] = {
     (_K.INVITE_SERVER, _S.COMPLETED): (_E.TIMER_G, T1, T2),
     (_K.INVITE_SERVER, _S.ACCEPTED): (_E.SUCCESS, T1, T2),
 }
-# The event a retransmission is to the machine: Timer A/E re-send the request, Timer G the
-# final response, the 2xx timer the 2xx (all self-loops in TRANSITIONS).
