@@ -6,21 +6,26 @@ Public API::
     trace = sipflow.analyze(["call.pcap"])
     trace.calls          # pandas DataFrame, one row per call
     trace.to_dict()      # the JSON object of docs/json.md
+
+Importing the package is cheap: each public name loads its module when first used (PEP
+562), so ``sipflow --version``, ``--help`` and the commands that do not analyse (b2bua,
+regen, live) do not pay for the analyser, and a whole-capture run does not load the
+streaming engine.
 """
 
 __version__ = "0.1.0"
 
+from importlib import import_module as _import_module
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 
-from sipflow.api import Options, analyze, analyze_stream
-from sipflow.engine.progress import ProgressEvent
-from sipflow.errors import InputError, ParseError, SipflowError
-from sipflow.findings import Finding, Ref, Severity
-from sipflow.trace import Trace
-
 if _TYPE_CHECKING:
+    from sipflow.api import Options, analyze, analyze_stream
+    from sipflow.engine.progress import ProgressEvent
     from sipflow.engine.stream import StreamOptions
     from sipflow.engine.stream_run import StreamResult
+    from sipflow.errors import InputError, ParseError, SipflowError
+    from sipflow.findings import Finding, Ref, Severity
+    from sipflow.trace import Trace
 
 __all__ = [
     "Finding",
@@ -39,20 +44,33 @@ __all__ = [
     "analyze_stream",
 ]
 
+# public name -> the module that defines it
+_WHERE = {
+    "Finding": "sipflow.findings",
+    "InputError": "sipflow.errors",
+    "Options": "sipflow.api",
+    "ParseError": "sipflow.errors",
+    "ProgressEvent": "sipflow.engine.progress",
+    "Ref": "sipflow.findings",
+    "Severity": "sipflow.findings",
+    "SipflowError": "sipflow.errors",
+    "StreamOptions": "sipflow.engine.stream",
+    "StreamResult": "sipflow.engine.stream_run",
+    "Trace": "sipflow.trace",
+    "analyze": "sipflow.api",
+    "analyze_stream": "sipflow.api",
+}
+
 
 def __getattr__(name: str) -> object:
-    """The streaming run's types, imported when first used (PEP 562): a whole-capture run
-    does not load the streaming engine."""
-    if name == "StreamOptions":
-        from sipflow.engine.stream import StreamOptions
-
-        return StreamOptions
-    if name == "StreamResult":
-        from sipflow.engine.stream_run import StreamResult
-
-        return StreamResult
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """A public name, imported from its module when first used (PEP 562)."""
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_import_module(where), name)
+    globals()[name] = value  # later look-ups find it without this call
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), "StreamOptions", "StreamResult"})
+    return sorted({*globals(), *_WHERE})

@@ -18,6 +18,7 @@ from sipflow.findings import Finding
 from sipflow.ingest.types import SourceStats
 from sipflow.rtp.dtmf import Digit, dtmf_to_dict
 from sipflow.sip.message import SipMessage
+from sipflow.timestamps import seconds
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,25 +34,6 @@ if TYPE_CHECKING:
     from sipflow.sip.transaction import TransactionRecord
 
 SCHEMA_VERSION = 1
-NS = 1_000_000_000
-
-
-def seconds(ts: int | None) -> float | None:
-    """Nanoseconds since the epoch as float seconds, rounded to the microsecond: exactly
-    ``round(ts / NS, 6)``, which costs 2.5 us a call (a decimal conversion), three per call."""
-    if ts is None:
-        return None
-    us, ns = divmod(ts, 1000)
-    if 250 <= ns <= 750 or not 0 <= ts < _FAST_BELOW:
-        return round(ts / NS, 6)
-    # ts / NS is within half a unit in the last place (< 240 ns below 2**32 s) of the exact
-    # time, which is more than 250 ns from a half microsecond: round() rounds it to ``us``
-    # (or the next) and returns the double nearest that decimal, as this division does.
-    return (us + (ns > 750)) / 1_000_000
-
-
-_FAST_BELOW = 2**32 * NS
-"""From here on :func:`seconds` always rounds: a double's spacing reaches about 1 us."""
 
 
 @dataclass
@@ -328,13 +310,16 @@ class Trace:
         Call-ID in ``call_ids``, message counts over all legs, and ``legs`` with evidence."""
         out = []
         channels = ChannelIndex(self.channel_event_list)
+        corr = self.correlation if self.leg_facts else None
+        if corr is not None:
+            from sipflow.correlate.legs import group_to_dict
+
+            by_child = corr.links_by_child()
         for g, members in enumerate(self.groups()):
             legs = [self._call_dict(i, self.call_records[i], channels) for i in members]
             root = dict(legs[0])  # the first leg's own view, built once
-            if self.correlation is not None and self.leg_facts:
-                from sipflow.correlate.legs import group_to_dict
-
-                extra = group_to_dict(self.correlation, self.leg_facts, g)
+            if corr is not None:
+                extra = group_to_dict(corr, self.leg_facts, g, by_child)
                 root["call_ids"] = extra["call_ids"]
                 for leg, d in zip(extra["legs"], legs, strict=True):
                     leg.update(_leg_summary(d))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from sipflow.trace import NS, seconds
+from sipflow.timestamps import NS, seconds
 
 
 def _cases() -> list[int]:

@@ -10,9 +10,8 @@ per-leg summary taken when each call was released):
    (IVR first, then dial); (b) through identifiers: X-CID-style headers naming a
    Call-ID, shared Session-ID UUIDs (RFC 7989), icid (RFC 7315), Call-ID tokens one leg
    shares with another (prefix/suffix), Replaces (RFC 3891), REFER targets (RFC 3515);
-   (c) through PBX logs: channels tied by originate/bridge lines, each with its Call-IDs;
-   channels are told apart by uuid, and a peer named only by its channel name is resolved
-   to one channel of that name (:func:`_peer`: concurrent calls to one number share it).
+   (c) through PBX logs: channels tied by originate/bridge lines, each with its Call-IDs
+   (:mod:`sipflow.correlate.logs`, loaded only when a log gave channel events).
 2. **Scores**: every rule of :mod:`sipflow.correlate.evidence` compares the pair; the sum
    of their log-odds weights is the pair's score.
 3. **Assignment**: one child per parent, maximising the total score over each connected
@@ -30,14 +29,13 @@ per-leg summary taken when each call was released):
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sipflow.correlate.assign import assign
 from sipflow.correlate.evidence import (
@@ -60,7 +58,9 @@ from sipflow.correlate.facts import (
 )
 from sipflow.correlate.normalise import DEFAULT_PLAN, NumberPlan
 from sipflow.findings import Finding, Severity
-from sipflow.ingest.pbxlog.types import ChannelEvent, EventKind
+
+if TYPE_CHECKING:
+    from sipflow.ingest.pbxlog.types import ChannelEvent
 
 __all__ = [
     "DEFAULT_ID_HEADERS",
@@ -81,8 +81,6 @@ __all__ = [
 
 MS = 1_000_000
 S = 1_000_000_000
-LOG_WEIGHT = 7.0
-"""A PBX log line tying two channels (originate, bridge) is nearly as good as a header."""
 _TOKEN = re.compile(r"[^0-9A-Za-z]+")
 
 
@@ -150,6 +148,11 @@ class Correlation:
             if link.b == child:
                 return link
         return None
+
+    def links_by_child(self) -> dict[int, LegLink]:
+        """:meth:`link_of` of every linked leg, from one pass over the links (a pass per
+        leg made the JSON of a B2BUA capture legs x links)."""
+        return {link.b: link for link in reversed(self.links)}  # the first link of a child
 
 
 # -- candidates -----------------------------------------------------------------------
@@ -296,141 +299,16 @@ def _refer_candidates(legs: list[Leg], cands: Cands) -> None:
                 _add(cands, legs, a.i, order[k].i)
 
 
-ChanKey = tuple[int, str]
-"""(log source, uuid) of a channel, or (log source, name) when the log gives no uuid."""
-_UUID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
-_PEER_UUID = re.compile(rf"Peer UUID: ({_UUID.pattern})")
-"""FreeSWITCH 1.10 (later builds) ends the originate line with the new channel's uuid."""
-_AHEAD = frozenset({EventKind.DIALPLAN, EventKind.APP_EXEC})
-"""Events naming a channel still to be created (dialplan ``bridge(...)`` target)."""
-
-
-def _key(e: ChannelEvent) -> ChanKey:
-    return (e.source, e.uuid or e.channel)
-
-
-@dataclass
-class _Channel:
-    """One channel of a log (several may share a name: calls to one number or trunk)."""
-
-    first: int
-    """Log line of its first event (``New Channel``)."""
-    call_ids: dict[str, None] = field(default_factory=dict)
-    answered: list[int] = field(default_factory=list)
-    """Lines where it was answered (``has been answered``, callstate ACTIVE)."""
-    ended: list[int] = field(default_factory=list)
-    """Lines where it hung up or closed."""
-
-
-Named = dict[tuple[int, str], tuple[list[int], list[ChanKey]]]
-"""(source, channel name) -> creation lines (ascending) and keys of the channels so named."""
-
-
-def _channels(events: list[ChannelEvent]) -> tuple[dict[ChanKey, _Channel], Named]:
-    """Every channel by key, and the channels of each (source, name) in creation order."""
-    chans: dict[ChanKey, _Channel] = {}
-    names: dict[tuple[int, str], list[ChanKey]] = defaultdict(list)
-    for e in events:
-        key = _key(e)
-        ch = chans.get(key)
-        if ch is None:
-            ch = chans[key] = _Channel(e.line)
-            names[(e.source, e.channel)].append(key)
-        if e.call_id:
-            ch.call_ids[e.call_id] = None
-        if e.kind is EventKind.ANSWER or (
-            e.kind is EventKind.CALLSTATE_CHANGE and e.new == "ACTIVE"
-        ):
-            ch.answered.append(e.line)
-        elif e.kind in (EventKind.HANGUP, EventKind.CLOSE):
-            ch.ended.append(e.line)
-    named: Named = {}
-    for name, keys in names.items():
-        keys.sort(key=lambda k: chans[k].first)
-        named[name] = ([chans[k].first for k in keys], keys)
-    return chans, named
-
-
-def _decided(ch: _Channel, e: ChannelEvent) -> int:
-    """Line of the channel's last answer (Success) or hangup (any other result) up to
-    the originate line ``e``: the originate result is logged as the peer decides."""
-    lines = ch.answered if e.new == "Success" else ch.ended
-    return max((x for x in lines if x <= e.line), default=-1)
-
-
-def _peer(
-    e: ChannelEvent,
-    chans: dict[ChanKey, _Channel],
-    named: Named,
-    claimed: set[tuple[bool, ChanKey]],
-) -> ChanKey | None:
-    """The channel ``e`` names as its peer. By the uuid the line carries when it does;
-    else among the channels of that name: for a dialplan bridge the next one created
-    after the line; for an originate result one created between its caller and the line
-    and not yet claimed by another originate, the one whose answer (or hangup, on
-    failure) came last before the line (FreeSWITCH logs ``Originate Resulted in Success:
-    [name]`` right after the peer answered), else (a caller's CANCEL ends the originate
-    before the peer hangs up) the first created after the caller;
-    for other lines (Asterisk ``answered``) the one created last before the line."""
-    own = _key(e)
-    m = _PEER_UUID.search(e.text)
-    if m is not None and (e.source, m[1].lower()) in chans:
-        return (e.source, m[1].lower())
-    if e.peer and _UUID.fullmatch(e.peer) and (e.source, e.peer) in chans:  # named by uuid
-        return (e.source, e.peer)
-    firsts, keys = named.get((e.source, e.peer or ""), ([], []))
-    ahead = e.kind in _AHEAD
-
-    def free(k: ChanKey) -> bool:
-        return k != own and (ahead, k) not in claimed
-
-    hi = bisect_right(firsts, e.line)
-    if ahead:
-        return next((k for k in itertools.islice(keys, hi, None) if free(k)), None)
-    if e.kind is EventKind.ORIGINATE:
-        lo = bisect_left(firsts, chans[own].first) if own in chans else 0
-        pool = [k for k in keys[lo:hi] if free(k)]
-        return max(pool, key=lambda k: (_decided(chans[k], e), -chans[k].first), default=None)
-    return next((keys[i] for i in range(hi - 1, -1, -1) if free(keys[i])), None)
-
-
-def _log_links(events: list[ChannelEvent]) -> list[tuple[str, str, Evidence]]:
-    """(Call-ID, Call-ID, evidence) for channels a PBX log ties together."""
-    chans, named = _channels(events)
-    pairs: list[tuple[ChanKey, ChanKey, ChannelEvent]] = []
-    bridges: dict[tuple[int, str], list[ChannelEvent]] = defaultdict(list)
-    claimed: set[tuple[bool, ChanKey]] = set()
-    for e in events:
-        if e.peer:
-            other = _peer(e, chans, named, claimed)
-            if other is not None and other != _key(e):
-                pairs.append((_key(e), other, e))
-                if e.kind is EventKind.ORIGINATE or e.kind in _AHEAD:
-                    claimed.add((e.kind in _AHEAD, other))
-        elif e.kind is EventKind.BRIDGE and e.new:  # Asterisk: channels joining one bridge
-            bridges[(e.source, e.new)].append(e)
-    for members in bridges.values():
-        for x, y in itertools.pairwise(members):
-            if _key(x) != _key(y):
-                pairs.append((_key(x), _key(y), y))
-    out = []
-    for k1, k2, e in pairs:
-        ev = Evidence("pbx_log", f"{e.kind.value} (log line {e.line})", k1[1], k2[1], LOG_WEIGHT)
-        for c1 in chans[k1].call_ids if k1 in chans else ():
-            for c2 in chans[k2].call_ids if k2 in chans else ():
-                if c1 != c2:
-                    out.append((c1, c2, ev))
-    return out
-
-
 def _event_candidates(legs: list[Leg], events: list[ChannelEvent], cands: Cands) -> None:
     if not events:
         return
+    from sipflow.correlate.logs import log_links  # loaded only when a log gave channel events
+
     by_cid: dict[str, int] = {}
     for leg in legs:
         for cid in leg.f.call_ids:
             by_cid.setdefault(cid, leg.i)
-    for c1, c2, ev in _log_links(events):
+    for c1, c2, ev in log_links(events):
         i, j = by_cid.get(c1), by_cid.get(c2)
         if i is not None and j is not None and i != j:
             key = _orient(legs, i, j)
@@ -447,8 +325,9 @@ def _span(f: LegFacts) -> tuple[int, int]:
     return f.near.invite, max(end, f.near.invite)
 
 
-def _overlap(x: LegFacts, y: LegFacts) -> bool:
-    (a0, a1), (b0, b1) = _span(x), _span(y)
+def _overlap(x: tuple[int, int], y: tuple[int, int]) -> bool:
+    """Two legs' :func:`_span` overlap."""
+    (a0, a1), (b0, b1) = x, y
     return a0 <= b1 and b0 <= a1
 
 
@@ -488,7 +367,7 @@ def _extra_children(
         if not ranked:
             continue
         w, p = ranked[0]
-        serial = not any(_overlap(legs[k].f, legs[c].f) for k in kids[p])
+        serial = not any(_overlap(_span(legs[k].f), _span(legs[c].f)) for k in kids[p])
         if len(ranked) == 1 or w >= STRONG or serial:
             chosen[c] = p
             kids[p].append(c)
@@ -510,16 +389,30 @@ def _groups(n: int, chosen: dict[int, int]) -> list[int]:
     return [find(i) for i in range(n)]
 
 
-def _explained(sc: _Scored, chosen: dict[int, int], q: int, c: int, margin: float) -> bool:
-    """Competitor parent ``q`` of ``c`` has a clearly better child of its own."""
-    w = sc.score[(q, c)]
-    return any(
-        chosen.get(k) == q and sc.score[(q, k)] > w + margin for k in sc.children_of.get(q, ())
-    )
+def _best_kept(sc: _Scored, chosen: dict[int, int]) -> dict[int, float]:
+    """Per parent: the best score of the children it kept (in ``chosen``)."""
+    best: dict[int, float] = {}
+    for c, p in chosen.items():
+        w = sc.score[(p, c)]
+        if w > best.get(p, -math.inf):
+            best[p] = w
+    return best
+
+
+def _explained(sc: _Scored, best: dict[int, float], q: int, c: int, margin: float) -> bool:
+    """Competitor parent ``q`` of ``c`` has a clearly better child of its own (``best``:
+    :func:`_best_kept`; once per parent rather than a walk of its children per question,
+    which made a busy B2BUA's capture children x candidates)."""
+    return best.get(q, -math.inf) > sc.score[(q, c)] + margin
 
 
 def _child_side(
-    sc: _Scored, chosen: dict[int, int], grp: list[int], c: int, margin: float
+    sc: _Scored,
+    chosen: dict[int, int],
+    grp: list[int],
+    c: int,
+    margin: float,
+    best: dict[int, float],
 ) -> float:
     p = chosen[c]
     num, den = 0.0, 1.0
@@ -528,19 +421,24 @@ def _child_side(
         if grp[q] == grp[p]:
             num += e
             den += e
-        elif not _explained(sc, chosen, q, c, margin):
+        elif not _explained(sc, best, q, c, margin):
             den += e
     return num / den
 
 
 def _parent_side(
-    legs: list[Leg], sc: _Scored, chosen: dict[int, int], grp: list[int], c: int, margin: float
+    sc: _Scored,
+    chosen: dict[int, int],
+    grp: list[int],
+    c: int,
+    margin: float,
+    spans: list[tuple[int, int]],
 ) -> float:
     p = chosen[c]
     mine = math.exp(min(sc.score[(p, c)], 50.0))
     den = 1.0 + mine
     for k in sc.children_of.get(p, ()):
-        if k == c or grp[k] == grp[p] or not _overlap(legs[k].f, legs[c].f):
+        if k == c or grp[k] == grp[p] or not _overlap(spans[k], spans[c]):
             continue
         owner = chosen.get(k)
         w = sc.score[(p, k)]
@@ -553,11 +451,15 @@ def _parent_side(
 def _confidences(
     legs: list[Leg], sc: _Scored, chosen: dict[int, int], margin: float
 ) -> dict[int, float]:
+    if not chosen:
+        return {}
     grp = _groups(len(legs), chosen)
+    best = _best_kept(sc, chosen)
+    spans = [_span(leg.f) for leg in legs]  # once a round, not twice per comparison
     return {
         c: min(
-            _child_side(sc, chosen, grp, c, margin),
-            _parent_side(legs, sc, chosen, grp, c, margin),
+            _child_side(sc, chosen, grp, c, margin, best),
+            _parent_side(sc, chosen, grp, c, margin, spans),
         )
         for c in chosen
     }
@@ -594,6 +496,7 @@ def _ambiguity(
 ) -> list[tuple[int, Finding]]:
     """(child leg, finding) for each leg that could continue two calls."""
     out = []
+    best = _best_kept(sc, chosen)
     for c, parents in sc.parents_of.items():
         ranked = sorted(((sc.score[(p, c)], p) for p in parents), reverse=True)
         ranked = [(w, p) for w, p in ranked if w > 0]
@@ -602,7 +505,7 @@ def _ambiguity(
         (w1, p1), (w2, p2) = ranked[0], ranked[1]
         if w1 - w2 > margin or grp[p1] == grp[p2]:
             continue
-        if _explained(sc, chosen, p1, c, margin) or _explained(sc, chosen, p2, c, margin):
+        if _explained(sc, best, p1, c, margin) or _explained(sc, best, p2, c, margin):
             continue
         out.append((c, _ambiguous_finding(legs, c, (p1, w1), (p2, w2), chosen.get(c))))
     return out
@@ -749,9 +652,11 @@ def _hop_text(h: HopTimes) -> str | None:
     return f"{one(h.src)} -> {one(h.dst)}"
 
 
-def _leg_dict(corr: Correlation, legs: list[LegFacts], i: int) -> dict[str, Any]:
+def _leg_dict(
+    corr: Correlation, legs: list[LegFacts], i: int, by_child: dict[int, LegLink]
+) -> dict[str, Any]:
     f = legs[i]
-    link = corr.link_of(i)
+    link = by_child.get(i)
     p = corr.parent[i] if corr.parent else None
     host = None
     if link is not None and f.near.src is not None:
@@ -768,25 +673,34 @@ def _leg_dict(corr: Correlation, legs: list[LegFacts], i: int) -> dict[str, Any]
     }
 
 
-def group_to_dict(corr: Correlation, legs: list[LegFacts], group: int) -> dict[str, Any]:
+def group_to_dict(
+    corr: Correlation,
+    legs: list[LegFacts],
+    group: int,
+    by_child: dict[int, LegLink] | None = None,
+) -> dict[str, Any]:
     """The JSON additions for one call story (docs/correlation.md): every leg's Call-ID
-    in ``call_ids`` and ``legs`` with role, hop, linking host, rule, confidence, evidence."""
+    in ``call_ids`` and ``legs`` with role, hop, linking host, rule, confidence, evidence.
+    ``by_child``: ``corr.links_by_child()``, made once by a caller that asks for every group."""
+    if by_child is None:
+        by_child = corr.links_by_child()
     members = corr.groups[group]
     call_ids: dict[str, None] = {}
     for i in members:
         call_ids.update(dict.fromkeys(legs[i].call_ids))
     return {
         "call_ids": list(call_ids),
-        "legs": [_leg_dict(corr, legs, i) for i in members],
+        "legs": [_leg_dict(corr, legs, i, by_child) for i in members],
     }
 
 
 def legs_rows(corr: Correlation, legs: list[LegFacts]) -> list[dict[str, Any]]:
     """One row per leg for the ``trace.legs`` DataFrame (evidence as one text column)."""
     rows = []
+    by_child = corr.links_by_child()
     for g, members in enumerate(corr.groups):
         for i in members:
-            d = _leg_dict(corr, legs, i)
+            d = _leg_dict(corr, legs, i, by_child)
             d["evidence"] = "; ".join(
                 f"{e['rule']}: {e['field']} {e['a']} ~ {e['b']} ({e['weight']:+})"
                 for e in d["evidence"]

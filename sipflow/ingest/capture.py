@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -55,7 +55,7 @@ from sipflow.ingest.decode import (
 from sipflow.ingest.pcap import LINKTYPE_NAMES, Capture, RecordChunk, open_capture
 from sipflow.ingest.reassembly import FragmentReassembler, TcpReassembler
 from sipflow.ingest.sctp import SctpReassembler
-from sipflow.ingest.tls import TlsFollower, TlsKeys, TlsStats
+from sipflow.ingest.tls import TlsFollower, TlsStats
 from sipflow.ingest.types import (
     TCP_FIN,
     TCP_RST,
@@ -68,6 +68,9 @@ from sipflow.ingest.types import (
     Transport,
 )
 from sipflow.rtp.columns import MediaBatch, addr_matrix, window
+
+if TYPE_CHECKING:
+    from sipflow.ingest.tls_facts import TlsKeys
 
 __all__ = ["MediaSink", "read_capture"]
 

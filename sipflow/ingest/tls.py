@@ -13,31 +13,31 @@ is done in sibling modules:
 * :mod:`~sipflow.ingest.tls_crypto`: PRF, HKDF-Expand-Label, key blocks, record decryption
   (every primitive from the ``cryptography`` package);
 * :mod:`~sipflow.ingest.tls_decoder`: one connection's records, handshake and keys;
-* :mod:`~sipflow.ingest.tls_facts`: ``TlsKeys`` (key logs, RSA keys), session facts, stats.
+* :mod:`~sipflow.ingest.tls_facts`: ``TlsKeys`` (key logs, RSA keys), session facts.
 
-The public names stay importable from here.
+:class:`TlsStats` (here) collects each source's sessions. The public names stay importable
+from here; the sibling modules load with the first connection followed or the first use of
+one of their names, so a capture without TLS does not load the decoder and its crypto.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from sipflow.findings import Finding, Ref, Severity
-from sipflow.ingest.tls_codes import MAX_RECORD, NotDecrypted
-from sipflow.ingest.tls_crypto import hkdf_expand_label, prf
-from sipflow.ingest.tls_decoder import Cleartext, TlsDecoder
-from sipflow.ingest.tls_facts import (
-    AlertFacts,
-    TlsKeys,
-    TlsSessionFacts,
-    TlsStats,
-    WebSocketFacts,
-)
-from sipflow.ingest.tls_handshake import CertificateFacts
 from sipflow.ingest.types import Datagram, Endpoint, Transport
 from sipflow.ingest.websocket import Piece, UpgradeSniffer
+
+if TYPE_CHECKING:
+    from sipflow.ingest.tls_codes import NotDecrypted
+    from sipflow.ingest.tls_crypto import hkdf_expand_label, prf
+    from sipflow.ingest.tls_decoder import Cleartext, TlsDecoder
+    from sipflow.ingest.tls_facts import AlertFacts, TlsKeys, TlsSessionFacts, WebSocketFacts
+    from sipflow.ingest.tls_handshake import CertificateFacts
 
 __all__ = [
     "AlertFacts",
@@ -55,6 +55,34 @@ __all__ = [
     "prf",
 ]
 
+# public name -> the sibling module that defines it, imported when first used (PEP 562)
+_WHERE = {
+    "AlertFacts": "tls_facts",
+    "CertificateFacts": "tls_handshake",
+    "Cleartext": "tls_decoder",
+    "NotDecrypted": "tls_codes",
+    "TlsDecoder": "tls_decoder",
+    "TlsKeys": "tls_facts",
+    "TlsSessionFacts": "tls_facts",
+    "WebSocketFacts": "tls_facts",
+    "hkdf_expand_label": "tls_crypto",
+    "prf": "tls_crypto",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"sipflow.ingest.{where}"), name)
+    globals()[name] = value
+    return value
+
+
+# RFC 5246 §6.2.3: TLSCiphertext.length limit; tls_codes.MAX_RECORD, written here again so
+# that sniffing a record header does not load tls_codes (a test checks they agree)
+_MAX_RECORD = 2**14 + 2048
+
 
 def looks_like_tls(payload: bytes) -> bool:
     """A TLS record header: content type 20-24, version 3.x (RFC 8446 §5.1)."""
@@ -63,7 +91,7 @@ def looks_like_tls(payload: bytes) -> bool:
         and 20 <= payload[0] <= 24
         and payload[1] == 3
         and payload[2] <= 4
-        and int.from_bytes(payload[3:5], "big") <= MAX_RECORD
+        and int.from_bytes(payload[3:5], "big") <= _MAX_RECORD
     )
 
 
@@ -71,6 +99,22 @@ _SIP_TLS_PORTS = frozenset({5061})
 # What a sniffer piece becomes once it was under TLS: stream bytes or a WebSocket message.
 _SECURE = {Transport.TCP: Transport.TLS, Transport.WS: Transport.WSS}
 MAX_REFS = 64  # frames kept on one finding
+
+
+class TlsStats:
+    """Collects the sessions of every followed connection, and the session cache
+    (session id / ticket -> master secret) that lets resumed TLS <= 1.2 sessions decrypt."""
+
+    def __init__(self) -> None:
+        self.decoders: list[TlsDecoder] = []
+        self.session_cache: dict[bytes, bytes] = {}
+
+    @property
+    def tls_sessions(self) -> list[TlsSessionFacts]:
+        return [d.facts() for d in self.decoders]
+
+    def to_dicts(self) -> list[dict[str, object]]:
+        return [s.to_dict() for s in self.tls_sessions]
 
 
 @dataclass(slots=True)
@@ -107,7 +151,7 @@ class TlsFollower:
         is_sip: Callable[[bytes], bool] | None = None,
         skipped: Counter[str] | None = None,
     ) -> None:
-        self.keys = keys or TlsKeys()
+        self.keys = keys  # None: an empty TlsKeys, made with the first connection followed
         self.skipped: Counter[str] = skipped if skipped is not None else Counter()
         self.any_port = keys is not None
         self.stats = stats if stats is not None else TlsStats()
@@ -124,6 +168,11 @@ class TlsFollower:
         return bool({sport, dport} & (_SIP_TLS_PORTS | sip_ports))
 
     def open(self, a: Endpoint, b: Endpoint) -> None:
+        from sipflow.ingest.tls_decoder import TlsDecoder
+        from sipflow.ingest.tls_facts import TlsKeys
+
+        if self.keys is None:
+            self.keys = TlsKeys()
         key = (a, b) if a <= b else (b, a)
         dec = TlsDecoder(self.keys, self.source, a, b, self.findings, self.stats.session_cache)
         self.conns[key] = dec

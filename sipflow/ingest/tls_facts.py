@@ -1,10 +1,10 @@
-"""What decrypts TLS (:class:`TlsKeys`) and what is known of each session (facts, stats).
+"""What decrypts TLS (:class:`TlsKeys`) and what is known of each session (facts).
 
 How this works: :meth:`TlsKeys.load` reads NSS key logs and RSA private keys once per
 analysis (unreadable files are :class:`~sipflow.errors.InputError`). Each followed
 connection's decoder gives a :class:`TlsSessionFacts` (the ``tls_sessions`` JSON items,
-docs/tls.md); :class:`TlsStats` collects them per source, with the session cache that lets
-resumed TLS <= 1.2 sessions decrypt.
+docs/tls.md); :class:`~sipflow.ingest.tls.TlsStats` collects them per source, with the
+session cache that lets resumed TLS <= 1.2 sessions decrypt.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from sipflow.ingest.types import Endpoint
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import rsa
-
-    from sipflow.ingest.tls_decoder import TlsDecoder
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,19 +150,3 @@ class TlsSessionFacts:
             "carries_sip": self.carries_sip,
             "websocket": None if self.websocket is None else self.websocket.to_dict(),
         }  # fmt: skip
-
-
-class TlsStats:
-    """Collects the sessions of every followed connection, and the session cache
-    (session id / ticket -> master secret) that lets resumed TLS <= 1.2 sessions decrypt."""
-
-    def __init__(self) -> None:
-        self.decoders: list[TlsDecoder] = []
-        self.session_cache: dict[bytes, bytes] = {}
-
-    @property
-    def tls_sessions(self) -> list[TlsSessionFacts]:
-        return [d.facts() for d in self.decoders]
-
-    def to_dicts(self) -> list[dict[str, object]]:
-        return [s.to_dict() for s in self.tls_sessions]

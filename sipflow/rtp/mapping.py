@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sipflow.findings import Finding, Ref, Severity
+from sipflow.frozen import builder
 from sipflow.rtp import mos as mos_mod
 from sipflow.rtp.streams import RtpStream
 
@@ -56,6 +57,7 @@ class Announced:
 
 
 AddrTable = dict[tuple[str, int], list[Announced]]
+_new_announced = builder(Announced)  # one per announced address: without the frozen __init__
 
 
 def _split(addr: str | None) -> tuple[str, int] | None:
@@ -79,7 +81,8 @@ def _announced(calls: list[CallRecord], media: list[CallMedia]) -> AddrTable:
                 for side, addr in (("offerer", ln.offer_addr), ("answerer", ln.answer_addr)):
                     key = _split(addr)
                     if key is not None:
-                        table.setdefault(key, []).append(Announced(ci, x, ln, side, start, end))
+                        a = _new_announced(ci, x, ln, side, start, end)
+                        table.setdefault(key, []).append(a)
     for cands in table.values():
         cands.sort(key=_start)  # stable: ties keep the calls' order
     return table
@@ -107,13 +110,18 @@ def _pick(cands: list[Announced], st: RtpStream) -> Announced | None:
 
 
 def _codec(line: MediaLine, st: RtpStream) -> tuple[str | None, int | None, float | None]:
-    """Codec label, clock and ptime of the negotiated format the stream mostly carries."""
-    by_pt = {c.pt: c for c in line.codecs or line.offered}
-    main_pt = max(st.pt_packets, key=lambda pc: pc[1])[0] if st.pt_packets else None
-    c = by_pt.get(main_pt)
-    if c is None:
-        return st.codec, None, line.ptime
-    return c.encoding, c.clock, line.ptime
+    """Codec label, clock and ptime of the negotiated format the stream mostly carries
+    (the last format of that payload type, should the m-line list one twice)."""
+    pts = st.pt_packets
+    main_pt = (pts[0] if len(pts) == 1 else max(pts, key=_packets))[0] if pts else None
+    for c in reversed(line.codecs or line.offered):
+        if c.pt == main_pt:
+            return c.encoding, c.clock, line.ptime
+    return st.codec, None, line.ptime
+
+
+def _packets(pt_count: tuple[int, int]) -> int:
+    return pt_count[1]
 
 
 def _at_clock(st: RtpStream, clock: int | None) -> dict[str, Any]:
@@ -241,7 +249,8 @@ def _pick_by_source(by_addr: AddrTable, st: RtpStream) -> Announced | None:
     a = _pick(by_addr.get((st.src.ip, st.src.port), []), st)
     if a is None:
         return None
-    return replace(a, receiver="answerer" if a.receiver == "offerer" else "offerer")
+    other = "answerer" if a.receiver == "offerer" else "offerer"
+    return _new_announced(a.call, a.exchange, a.line, other, a.start, a.end)
 
 
 def _source_announced(a: Announced, st: RtpStream) -> bool:
@@ -258,6 +267,10 @@ def _nat_finding(st: RtpStream, a: Announced, note: str) -> Finding:
     )
     refs = (Ref(st.source, st.first_frame),)
     return Finding("rtp.nat_latching", Severity.INFO, text, "RFC 4961", refs)
+
+
+_RECEIVED = (("to-answerer", "offerer"), ("to-offerer", "answerer"))
+"""Each direction and who sends it, in the order directions are judged (by name)."""
 
 
 def _expects(line: MediaLine, sender: str) -> bool:
@@ -279,19 +292,11 @@ def _quality(
 ) -> dict[str, Any]:
     dirs: dict[str, dict[str, Any]] = {}
     for st, a in got:
-        d = dirs.setdefault(
-            _direction(a),
-            {
-                "streams": 0,
-                "packets": 0,
-                "expected": 0,
-                "lost": 0,
-                "max_jitter_ms": 0.0,
-                "mean_jitter_ms": 0.0,
-                "mos": None,
-                "one_way": False,
-            },
-        )
+        key = _direction(a)
+        d = dirs.get(key)
+        if d is None:  # the direction's first stream (nearly always its only one)
+            dirs[key] = _direction_of(st)
+            continue
         d["streams"] += 1
         d["packets"] += st.packets
         d["expected"] += st.expected
@@ -304,6 +309,21 @@ def _quality(
         d["loss_pct"] = round(100.0 * d["lost"] / d["expected"], 3) if d["expected"] else 0.0
     _judge(ci, call, cm, dirs, sources_with_rtp, findings, shared)
     return {"call": ci, "directions": dirs}
+
+
+def _direction_of(st: RtpStream) -> dict[str, Any]:
+    """A direction's quality from its first stream: what :func:`_quality` adds up, from
+    zeros (a jitter of 0.0, a MOS from 5.0), written out in one step."""
+    return {
+        "streams": 1,
+        "packets": st.packets,
+        "expected": st.expected,
+        "lost": st.lost,
+        "max_jitter_ms": max(0.0, round(st.max_jitter_ms, 3)),
+        "mean_jitter_ms": max(0.0, round(st.mean_jitter_ms, 3)),
+        "mos": None if st.mos is None else round(min(5.0, st.mos), 2),
+        "one_way": False,
+    }
 
 
 ByDst = dict[tuple[str, int], list[RtpStream]]
@@ -362,12 +382,8 @@ def _judge(
     refs = x.offer_frames[:1] + x.answer_frames[:1]
     if sources_with_rtp is not None and not ({r.source for r in refs} & sources_with_rtp):
         return  # no RTP captured in this source at all: nothing to judge
-    want = {
-        f"to-{r}"
-        for r in ("offerer", "answerer")
-        if _expects(lines[0], "answerer" if r == "offerer" else "offerer")
-    }
-    missing = [w for w in sorted(want) if w not in dirs]
+    want = [w for w, sender in _RECEIVED if _expects(lines[0], sender)]
+    missing = [w for w in want if w not in dirs]
     for w in list(missing):
         n = _elsewhere(call, lines[0], w, shared)
         if n:  # a B2BUA's legs with direct media: the stream was mapped to the other leg

@@ -53,6 +53,7 @@ from sipflow.rtp.columns import (
     ts_diff,
 )
 from sipflow.sdp.srtp import MasterKey
+from sipflow.timestamps import seconds
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -143,6 +144,7 @@ class RtpStream:
         return _new_stream(*values)
 
     def to_dict(self) -> dict[str, Any]:
+        lost, expected = self.lost, self.expected
         return {
             "ssrc": f"0x{self.ssrc:08X}",
             "src": str(self.src),
@@ -151,17 +153,18 @@ class RtpStream:
             "codec": self.codec,
             "clock": self.clock,
             "packets": self.packets,
-            "expected": self.expected,
-            "lost": self.lost,
-            "loss_pct": round(self.loss_pct, 3),
+            "expected": expected,
+            "lost": lost,
+            # round(self.loss_pct, 3), without the property and the rounding of 0.0
+            "loss_pct": round(100.0 * lost / expected, 3) if lost and expected > 0 else 0.0,
             "duplicates": self.duplicates,
             "out_of_order": self.out_of_order,
             "seq_wraps": self.seq_wraps,
             "max_jitter_ms": round(self.max_jitter_ms, 3),
             "mean_jitter_ms": round(self.mean_jitter_ms, 3),
             "max_delta_ms": round(self.max_delta_ms, 3),
-            "start": round(self.start / NS, 6),
-            "end": round(self.end / NS, 6),
+            "start": seconds(self.start),  # = round(self.start / NS, 6), 3x faster
+            "end": seconds(self.end),
             "frames": {"source": self.source, "first": self.first_frame, "last": self.last_frame},
             "call": self.call,
             "leg": self.leg,

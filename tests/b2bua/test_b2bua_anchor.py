@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import sipflow
+import sipflow.api
 from sipflow.b2bua import media
 from sipflow.b2bua.config import parse_config
 from sipflow.b2bua.core import B2BUA, Send

@@ -21,7 +21,8 @@ from truth import score as truth_score
 
 from sipflow.api import Options, analyze
 from sipflow.b2bua.scenarios import regen
-from sipflow.correlate.legs import _log_links, correlate, facts_of
+from sipflow.correlate.legs import correlate, facts_of
+from sipflow.correlate.logs import log_links
 from sipflow.findings import Finding
 from sipflow.ingest.pbxlog import ChannelEvent, EventKind, link_channels, read_log_bytes
 from sipflow.ingest.types import SourceStats
@@ -64,7 +65,7 @@ def _events(lines: list[str]) -> list[ChannelEvent]:
 
 
 def _pairs(lines: list[str]) -> set[frozenset[str]]:
-    return {frozenset((a, b)) for a, b, _ev in _log_links(_events(lines))}
+    return {frozenset((a, b)) for a, b, _ev in log_links(_events(lines))}
 
 
 def _both_calls_up() -> list[str]:
@@ -169,7 +170,7 @@ def test_log_alone_groups_concurrent_calls_to_one_number(traffic: Path) -> None:
     assert not s.wrong_links
     # every log pair is inside one truth call, and every call has one
     call_of = {cid: k for k, call in enumerate(truth) for cid in call}
-    pairs = _log_links(t.channel_event_list)
+    pairs = log_links(t.channel_event_list)
     assert all(call_of[a] == call_of[b] for a, b, _ev in pairs)
     assert {call_of[a] for a, _b, _ev in pairs} == set(range(len(truth)))
     assert all(link.rule == "pbx_log" for link in corr.links)
