@@ -36,7 +36,7 @@ from sipflow.sip.message import SipMessage, SipRequest
 from sipflow.trace import ActivitySummary, Trace
 
 if TYPE_CHECKING:
-    from sipflow.engine.shard import Shard
+    from sipflow.engine.shard import Feed, Inbox, Outbox, Shard, Shipper
     from sipflow.engine.stream import RowSink, StreamOptions
     from sipflow.engine.stream_run import StreamResult
     from sipflow.ingest.pbxlog import ChannelEvent
@@ -279,27 +279,51 @@ def _starts(results: list[SourceResult]) -> list[int | None] | None:
 
 
 def _local_sources(
-    paths: list[str], opts: Options, shard: Shard | None = None
+    paths: list[str], opts: Options, shard: Shard | None = None, outbox: Outbox | None = None
 ) -> tuple[list[SourceResult], list[Iterator[SipMessage | Tick]]]:
-    """Each source's result and time-ordered messages, read in this process."""
+    """Each source's result and time-ordered messages, read in this process (shard 0 with
+    an ``outbox`` sends the worker shards theirs as it reads, :mod:`sipflow.engine.shard`)."""
     keys = _tls_keys(opts)
     results = [
         SourceResult(SourceStats(path=p), tls_keys=keys, shard=shard, log_year=opts.log_year)
         for p in paths
     ]
     pairs = enumerate(zip(paths, results, strict=True))
-    return results, [_guarded(p, i, r) for i, (p, r) in pairs]
+    if outbox is None:
+        return results, [_guarded(p, i, r) for i, (p, r) in pairs]
+    from sipflow.engine.shard import Feed
+
+    feeds = [Feed(outbox, i) for i in range(len(paths))]
+    for r, feed in zip(results, feeds, strict=True):
+        r.feed = feed
+    return results, [_feeding(_guarded(p, i, r), feeds[i]) for i, (p, r) in pairs]
+
+
+def _feeding(messages: Iterator[SipMessage | Tick], feed: Feed) -> Iterator[SipMessage | Tick]:
+    """A source's messages read by shard 0; the workers are told when the source ends
+    (if reading it did not already: an unreadable source)."""
+    yield from messages
+    feed.end()
 
 
 def _build(
-    per_source: Sequence[Iterator[SipMessage | Tick]], results: list[SourceResult], opts: Options
+    per_source: Sequence[Iterator[SipMessage | Tick]],
+    results: list[SourceResult],
+    opts: Options,
+    ship: Shipper | None = None,
 ) -> Built:
     """The messages of every source on one timeline, duplicates dropped, built into calls
-    (each judged for SDP when released) and non-call activity."""
+    (each judged for SDP when released) and non-call activity. With ``ship`` (a worker
+    shard) the calls released before the end are sent back in runs as they come."""
     built = Built(_Counts(), [], ActivitySummary(keep_records=opts.keep_records), [], [])
     builder = CallBuilder()
     for msg in _timeline(per_source, results):
         _step(builder, built, msg, opts)
+        if ship is not None and len(built.calls) >= ship.every:
+            if ship.send(built.calls):
+                built.calls = []
+            else:  # the pipe is full: the rest go at the end
+                ship = None
     _take(builder.finish(), built.calls, built.activity, built.findings, opts.keep_records)
     return built
 
@@ -333,10 +357,24 @@ def _step(builder: CallBuilder, built: Built, msg: SipMessage | Tick, opts: Opti
     _take(out, built.calls, built.activity, built.findings, opts.keep_records)
 
 
-def build_shard(paths: list[str], shard: Shard, opts: Options) -> tuple[list[SourceResult], Built]:
-    """One shard's part of the analysis (:mod:`sipflow.engine.shard`), in this process."""
-    results, per_source = _local_sources(paths, opts, shard)
-    return results, _build(per_source, results, opts)
+def build_shard(
+    paths: list[str],
+    shard: Shard,
+    opts: Options,
+    inbox: Inbox | None = None,
+    ship: Shipper | None = None,
+) -> tuple[list[SourceResult], Built]:
+    """One shard's part of the analysis (:mod:`sipflow.engine.shard`), in this process:
+    on the messages shard 0 sends to ``inbox``, else read here; released calls sent back
+    ahead through ``ship``."""
+    if inbox is None:
+        results, per_source = _local_sources(paths, opts, shard)
+    else:
+        from sipflow.engine.local import fed_messages
+
+        results = [SourceResult(SourceStats(path=p), shard=shard) for p in paths]
+        per_source = [fed_messages(inbox.items(i), r) for i, r in enumerate(results)]
+    return results, _build(per_source, results, opts, ship)
 
 
 def _shards(paths: list[str], opts: Options) -> int:
@@ -366,40 +404,38 @@ def _shards(paths: list[str], opts: Options) -> int:
 def _split(
     paths: list[str], shards: int, opts: Options, tracker: ProgressTracker | None
 ) -> tuple[list[SourceResult], Built] | None:
-    """Shards 1..n-1 in worker processes while this process runs shard 0, then merged.
-    None when a worker failed (killed, out of memory): the caller runs unsplit instead."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    from sipflow.engine.shard import ShardOutput, merge_results, plan, run_shard, unpack
+    """Shards 1..n-1 in worker processes while this process runs shard 0, reading every
+    packet and feeding the workers their messages (:mod:`sipflow.engine.shard`); then
+    merged. None when a worker failed (killed, out of memory): the caller runs unsplit."""
+    from sipflow.engine import shard
+    from sipflow.engine.pool import FinishedRtp
+    from sipflow.engine.shard import Workers, merge_results, plan
 
     plain = replace(opts, progress=None)  # callbacks do not travel to workers
-    first, *others = plan(shards)
-    try:
-        pool = ProcessPoolExecutor(max_workers=shards - 1)
-        futures = [pool.submit(run_shard, paths, shard, plain) for shard in others]
-    except (OSError, NotImplementedError, RuntimeError):  # no processes here (sandbox, semaphores)
+    shard_plan = plan(shards, shard.FED_SHARE)  # shard 0 reads for all, then feeds them
+    workers = Workers.start(paths, shard_plan[1:], plain)
+    if workers is None:
         return None
-    with pool:
-        results, per_source = _local_sources(paths, opts, first)
+    try:
+        outbox = workers.outbox(shard_plan)
+        results, per_source = _local_sources(paths, opts, shard_plan[0], outbox)
         if tracker is not None:
             per_source = tracker.attach(results, per_source)
         built = _build(per_source, results, opts)
-        from sipflow.engine.pool import FinishedRtp
-
         for r in results:  # while the workers end: RTP streams finished here, not after
             r.rtp = FinishedRtp(r.rtp)
-        outputs: list[ShardOutput] = []
-        for fut in futures:
-            try:
-                outputs.append(unpack(fut.result()))
-            except Exception:  # BrokenProcessPool, a pickling error: redo it in one process
-                return None
-        for out in outputs:
-            merge_results(results, out.sources)
-            built.counts.merge(out.built.counts)
-            built.calls.extend(out.built.calls)
-            built.activity.merge(out.built.activity)
-            built.findings.extend(out.built.findings)
+            r.feed = None
+        outputs = workers.outputs()
+        if outputs is None:  # a worker died or failed: redo it in one process
+            return None
+    finally:
+        workers.stop()
+    for out in outputs:
+        merge_results(results, out.sources)
+        built.counts.merge(out.built.counts)
+        built.calls.extend(out.built.calls)
+        built.activity.merge(out.built.activity)
+        built.findings.extend(out.built.findings)
     return results, built
 
 

@@ -16,21 +16,23 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import count
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sipflow.engine.shard import Shard, Tick
 from sipflow.errors import InputError, ParseError
 from sipflow.findings import Finding, Ref, Severity
 from sipflow.frozen import builder
 from sipflow.ingest.capture import MediaSink, read_capture
-from sipflow.ingest.tls import TlsKeys, TlsStats
-from sipflow.ingest.types import Datagram, SourceStats, Transport
+from sipflow.ingest.tls import TlsStats
+from sipflow.ingest.types import Datagram, Endpoint, SourceStats, Transport
 from sipflow.rtp.streams import RtpCollector
 from sipflow.sip.framing import StreamFramer
 from sipflow.sip.message import Origin, ProblemCode, SipMessage, parse_message
 
 if TYPE_CHECKING:
+    from sipflow.engine.shard import Feed
     from sipflow.ingest.pbxlog import ChannelEvent
+    from sipflow.ingest.tls_facts import TlsKeys
 
 _Timed = TypeVar("_Timed", SipMessage, SipMessage | Tick)
 
@@ -58,6 +60,9 @@ class SourceResult:
     """Called after each chunk of records is read (progress, :mod:`sipflow.engine.progress`)."""
     shard: Shard | None = None
     """Parse only this shard's messages (:mod:`sipflow.engine.shard`); None: all of them."""
+    feed: Feed | None = None
+    """Shard 0 feeding the worker shards this source (:mod:`sipflow.engine.shard`): says
+    which messages are shard 0's, and sends the others to their worker."""
     log_year: int | None = None
     """The year of a PBX log's syslog-style times (no year written); None: the year the
     file was last modified (:func:`sipflow.ingest.pbxlog.read_log`)."""
@@ -148,8 +153,8 @@ def _parse_all(path: str, source: int, result: SourceResult) -> Iterator[SipMess
     transports: dict[int, Transport] = {}
     fed: dict[int, int] = {}  # stream -> time its framer was last fed, least recent first
     shard = result.shard
-    mine = shard.mine if shard is not None else None
-    # A worker shard reads every packet too, but only shard 0 counts and reports them.
+    keep = _keeper(result)
+    # A worker shard reading every packet itself only parses; shard 0 counts and reports.
     packets = shard is None or shard.keeps_packets
     for dg in read_capture(
         path,
@@ -170,20 +175,64 @@ def _parse_all(path: str, source: int, result: SourceResult) -> Iterator[SipMess
             fed[dg.stream] = dg.ts
             _drop_idle_framers(framers, transports, fed, dg.ts - FRAMER_IDLE_NS)
             for fm in framer.feed(dg):
-                if mine is not None and not mine(fm.data):
+                if keep is not None and not keep(
+                    fm.data, fm.ts, fm.frames, dg.src, dg.dst, dg.transport
+                ):
                     yield Tick(fm.ts)
                     continue
                 msg = parse_payload(fm.data, origin_of(dg, fm.frames, fm.ts), result)
                 if msg is not None:
                     yield msg
             drain_framer_problems(framer, source, result)
-        elif mine is None or mine(dg.payload):
+        elif keep is None or keep(dg.payload, dg.ts, dg.frames, dg.src, dg.dst, dg.transport):
             msg = parse_payload(dg.payload, origin_of(dg, dg.frames, dg.ts), result)
             if msg is not None:
                 yield msg
         else:
             yield Tick(dg.ts)
     yield from _flush_framers(framers, transports, source, result)
+    if result.feed is not None:  # now, not after the reorder heap: the workers go on
+        result.feed.end()
+
+
+Keep = Callable[[bytes, int, tuple[int, ...], Endpoint | None, Endpoint | None, Transport], bool]
+"""Is a message (bytes, time, frames, src, dst, transport) this process's to parse?"""
+
+
+def _keeper(result: SourceResult) -> Keep | None:
+    """Which messages to parse: all (None), a shard's (:meth:`Shard.mine` on the bytes), or
+    shard 0's while it feeds the workers the others (``result.feed``)."""
+    if result.feed is not None:
+        return result.feed.keep
+    if result.shard is None:
+        return None
+    mine = result.shard.mine
+    return lambda data, *_: mine(data)
+
+
+def fed_messages(
+    items: Iterator[tuple[Any, ...]], result: SourceResult
+) -> Iterator[SipMessage | Tick]:
+    """A worker shard's messages of one source from what shard 0 read and sent
+    (:class:`sipflow.engine.shard.Inbox` items): its own parsed here, the others' as
+    :class:`Tick`; in time order, as :func:`source_messages` would give them."""
+    return _reorder(_parse_fed(items, result))
+
+
+_new_tick = builder(Tick)  # one per other shard's message: the frozen __init__ costs more
+
+
+def _parse_fed(
+    items: Iterator[tuple[Any, ...]], result: SourceResult
+) -> Iterator[SipMessage | Tick]:
+    for item in items:
+        if len(item) == 2:
+            yield _new_tick(item[1])
+            continue
+        source, ts, data, frames, src, dst, transport = item
+        msg = parse_payload(data, _new_origin(source, frames, ts, src, dst, transport), result)
+        if msg is not None:
+            yield msg
 
 
 def _drop_idle_framers(
@@ -209,10 +258,12 @@ def _flush_framers(
     source: int,
     result: SourceResult,
 ) -> Iterator[SipMessage | Tick]:
-    mine = result.shard.mine if result.shard is not None else None
+    keep = _keeper(result)
     for stream, framer in framers.items():
         for fm in framer.flush():
-            if mine is not None and not mine(fm.data):
+            if keep is not None and not keep(
+                fm.data, fm.ts, fm.frames, None, None, transports[stream]
+            ):
                 yield Tick(fm.ts)
                 continue
             origin = Origin(source, fm.frames, fm.ts, None, None, transports[stream])

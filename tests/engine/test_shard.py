@@ -1,15 +1,18 @@
 """Call-ID sharding (sipflow.engine.shard): a split run equals the single-process run.
 
-Every shard reads every packet but parses only its Call-IDs; shard 0 (this process) keeps
-the per-packet facts. The oracle is the single-process analysis of the same files: the
-JSON document must be equal, findings compared as a multiset (a split run lists them by
-frame, the single run in the order they were raised).
+Shard 0 (this process) reads every packet, keeps the per-packet facts and feeds each worker
+shard the messages of its Call-IDs; every shard parses only its own. The oracle is the
+single-process analysis of the same files: the JSON document must be equal, findings
+compared as a multiset (a split run lists them by frame, the single run in the order they
+were raised).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
 import zlib
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,27 @@ def test_split_equals_single_across_rotated_files(tmp_path: Path) -> None:
     files = rotate(SAMPLES / "sipp_uac_uas_udp_mixed.pcap", tmp_path, 8)
     doc = _assert_split_equals_single(files)
     assert len(files) == 6 and len(doc["calls"]) == 5
+
+
+def test_calls_a_worker_sends_ahead_join_its_output(
+    shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker sends its released calls back in runs (shard.Shipper) before its output;
+    in runs of one call the document still equals the single run's (a capture whose
+    calls end well before it does: the samples' are all still open at their end)."""
+    parts: list[object] = []
+    loads = shard._loads
+
+    def received(data: bytes) -> object:
+        parts.append(loads(data))
+        return parts[-1]
+
+    monkeypatch.setattr(shard.Shipper, "every", 1)  # the forked worker sees it too
+    monkeypatch.setattr(shard, "_loads", received)
+    _assert_split_equals_single([str(shared_dir / "corpus" / "pcaps" / "sngrep__aaa.pcap")])
+    ahead = [p for p in parts if isinstance(p, list)]  # the runs sent before the output
+    assert ahead and all(len(p) == 1 for p in ahead)
+    assert len(ahead) == len(parts) - 1 and isinstance(parts[-1], shard.ShardOutput)
 
 
 def test_both_shards_get_work_on_the_demo_sample() -> None:
@@ -97,7 +121,7 @@ def test_a_response_with_a_rewritten_call_id_is_the_known_difference(
 ) -> None:
     # With these bucket edges the request's and the response's Call-IDs fall in different
     # shards (the difference shows); other plans may put them together (no difference).
-    monkeypatch.setattr(shard, "PACKET_SHARE", 0.15)
+    monkeypatch.setattr(shard, "FED_SHARE", 0.15)
     path = [str(shared_dir / "corpus" / "pcaps" / name)]
     single, split = _doc(path, jobs=1), _doc(path, jobs=2, split=True)
     extra = set(_findings(split)) - set(_findings(single))
@@ -118,6 +142,26 @@ def test_call_id_is_read_from_raw_bytes() -> None:
     assert call_id_of(compact) == b"abc@h"
     # an SDP i= line (session information) is not a compact Call-ID header
     assert call_id_of(b"SIP/2.0 200 OK\r\n\r\nv=0\r\ni=call-id: no\r\n") is None
+
+
+def test_call_id_search_equals_the_multiline_pattern() -> None:
+    """call_id_of searches after each newline (fast) instead of ``(?im)^`` at every offset;
+    the first Call-ID line found must be the same, also at offset 0, in a body, with bare
+    LF, CR LF, compact and odd-case names."""
+    import random
+    import re
+
+    plain = re.compile(rb"(?im)^(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*)")
+    parts = [b"Call-ID: a@h", b"i:b", b"I \t: c ", b"call-id:d", b"CALL-ID :", b"x-i: e"]
+    parts += [b"i=no", b"Via: i: f", b"\r", b"\n", b"\r\n", b" ", b"INVITE sip:x SIP/2.0"]
+    rng = random.Random(7)
+    seen = set()
+    for _ in range(5000):
+        data = b"".join(rng.choice(parts) for _ in range(rng.randint(0, 8)))
+        m = plain.search(data)
+        assert call_id_of(data) == (m.group(1).strip() if m else None), data
+        seen.add("none" if m is None else "first line" if m.start() == 0 else "later")
+    assert seen == {"none", "first line", "later"}
 
 
 def test_messages_without_call_id_go_to_shard_zero() -> None:
@@ -161,6 +205,26 @@ def test_a_failed_worker_redoes_the_run_in_one_process(monkeypatch: pytest.Monke
     path = [str(SAMPLES / "regen_basic.pcap")]
     single = _doc(path, jobs=1)
     monkeypatch.setattr(shard, "run_shard", _worker_dies)  # forked workers see it too
+    redone = _doc(path, jobs=2, split=True)
+    assert [f["code"] for f in redone.pop("findings")][-1] == "engine.split_failed"
+    single.pop("findings")
+    assert redone == single
+
+
+def _worker_killed(_paths: list[str], _shard: Shard, _opts: Options, inbox: Any, *_: Any) -> bytes:
+    next(inbox.items(0))  # shard 0 has started feeding it
+    os.kill(os.getpid(), signal.SIGKILL)  # the out-of-memory killer, say
+    raise AssertionError("not reached")
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_killed_while_fed_redoes_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shard 0 writing to a dead worker's pipe neither hangs nor fails: it finishes its
+    own part, finds the worker's output missing, and redoes the run in one process."""
+    path = [str(SAMPLES / "sipp_uac_uas_udp_mixed.pcap")]
+    single = _doc(path, jobs=1)
+    monkeypatch.setattr(shard, "run_shard", _worker_killed)
+    monkeypatch.setattr(shard, "BATCH", 1)  # a write per message: some after the kill
     redone = _doc(path, jobs=2, split=True)
     assert [f["code"] for f in redone.pop("findings")][-1] == "engine.split_failed"
     single.pop("findings")
