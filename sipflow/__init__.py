@@ -15,8 +15,9 @@ streaming engine.
 
 __version__ = "0.1.0"
 
-from importlib import import_module as _import_module
 from typing import TYPE_CHECKING as _TYPE_CHECKING
+
+from sipflow.lazy import lazy_names as _lazy_names
 
 if _TYPE_CHECKING:
     from sipflow.api import Options, analyze, analyze_stream
@@ -62,14 +63,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> object:
-    """A public name, imported from its module when first used (PEP 562)."""
-    where = _WHERE.get(name)
-    if where is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(_import_module(where), name)
-    globals()[name] = value  # later look-ups find it without this call
-    return value
+__getattr__ = _lazy_names(__name__, globals(), _WHERE)
 
 
 def __dir__() -> list[str]:

@@ -22,15 +22,15 @@ one of their names, so a capture without TLS does not load the decoder and its c
 
 from __future__ import annotations
 
-import importlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sipflow.findings import Finding, Ref, Severity
 from sipflow.ingest.types import Datagram, Endpoint, Transport
 from sipflow.ingest.websocket import Piece, UpgradeSniffer
+from sipflow.lazy import lazy_names
 
 if TYPE_CHECKING:
     from sipflow.ingest.tls_codes import NotDecrypted
@@ -57,26 +57,18 @@ __all__ = [
 
 # public name -> the sibling module that defines it, imported when first used (PEP 562)
 _WHERE = {
-    "AlertFacts": "tls_facts",
-    "CertificateFacts": "tls_handshake",
-    "Cleartext": "tls_decoder",
-    "NotDecrypted": "tls_codes",
-    "TlsDecoder": "tls_decoder",
-    "TlsKeys": "tls_facts",
-    "TlsSessionFacts": "tls_facts",
-    "WebSocketFacts": "tls_facts",
-    "hkdf_expand_label": "tls_crypto",
-    "prf": "tls_crypto",
+    "AlertFacts": "sipflow.ingest.tls_facts",
+    "CertificateFacts": "sipflow.ingest.tls_handshake",
+    "Cleartext": "sipflow.ingest.tls_decoder",
+    "NotDecrypted": "sipflow.ingest.tls_codes",
+    "TlsDecoder": "sipflow.ingest.tls_decoder",
+    "TlsKeys": "sipflow.ingest.tls_facts",
+    "TlsSessionFacts": "sipflow.ingest.tls_facts",
+    "WebSocketFacts": "sipflow.ingest.tls_facts",
+    "hkdf_expand_label": "sipflow.ingest.tls_crypto",
+    "prf": "sipflow.ingest.tls_crypto",
 }
-
-
-def __getattr__(name: str) -> Any:
-    where = _WHERE.get(name)
-    if where is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"sipflow.ingest.{where}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, globals(), _WHERE)
 
 
 # RFC 5246 §6.2.3: TLSCiphertext.length limit; tls_codes.MAX_RECORD, written here again so

@@ -16,11 +16,11 @@ the correlation imports, is imported alone).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 # The function, bound over the submodule of the same name (which importing it binds here).
 from sipflow.ingest.pbxlog.detect import detect
+from sipflow.lazy import lazy_names
 
 if TYPE_CHECKING:
     from sipflow.ingest.pbxlog.link import link_channels
@@ -38,19 +38,11 @@ __all__ = [
 ]
 
 _WHERE = {
-    "ChannelEvent": "types",
-    "EventKind": "types",
-    "LogMessage": "types",
-    "link_channels": "link",
-    "read_log": "reader",
-    "read_log_bytes": "reader",
+    "ChannelEvent": "sipflow.ingest.pbxlog.types",
+    "EventKind": "sipflow.ingest.pbxlog.types",
+    "LogMessage": "sipflow.ingest.pbxlog.types",
+    "link_channels": "sipflow.ingest.pbxlog.link",
+    "read_log": "sipflow.ingest.pbxlog.reader",
+    "read_log_bytes": "sipflow.ingest.pbxlog.reader",
 }
-
-
-def __getattr__(name: str) -> Any:
-    where = _WHERE.get(name)
-    if where is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, globals(), _WHERE)
