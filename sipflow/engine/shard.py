@@ -267,8 +267,10 @@ def _widen(conn: Connection) -> int:
     """Let ``conn``'s pipe hold ``PIPE_BYTES`` where the system allows (Linux), instead of
     64 KiB (the worker then lags shard 0 by that much before shard 0 waits); the bytes it
     holds, 0 where that cannot be known."""
-    import fcntl
-
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: its pipes as they come
+        return 0
     setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
     getpipe = getattr(fcntl, "F_GETPIPE_SZ", None)
     if setpipe is None or getpipe is None:
